@@ -67,3 +67,194 @@ class RewardConfig:
     on_error: str = _f("raise", "A reward function that raises: raise (stop, naming function and row) or unjudged (count the row as unjudged).")
     math_timeout: float = _f(5.0, "Seconds math-verify may spend on one answer before it counts as unjudged.")
     gsm8k_mode: str = _f("strict", "gsm8k reward: strict (`#### n` only) or flexible (last number in the completion).")
+
+
+@dataclass
+class RolloutConfig:
+    prompts_per_batch: int = _f(16, "Prompts per rollout batch (all ranks together). Official GFT: 128; GIFT: 1024.")
+    group_size: int = _f(8, "G: members scored together per prompt (on-policy plus off-policy). Must be >= 2 for group methods.")
+    temperature: float = _f(1.0, "Sampling temperature; RL losses score tokens under the same tempered policy (as TRL and verl do).")
+    top_p: float = _f(1.0, "Nucleus sampling threshold.")
+    max_new_tokens: int = _f(256, "Longest completion in tokens; longer ones are cut and counted as truncated.")
+    mask_truncated: bool = _f(False, "Leave truncated completions out of the loss (they still count in the group statistics).")
+    generation_batch_size: int = _f(0, "Sequences generated at once per process (0 = the whole rollout batch).")
+
+
+@dataclass
+class MethodConfig:
+    name: str = _f("gft", "Method: sft, sft_mix, dft, gft, gft_nomix, grpo, dapo, gspo or gift.")
+    # advantages (SPEC 2.1)
+    adv_baseline: str = _f("mean", "Advantage baseline: mean, leave_one_out or on_policy_mean.")
+    adv_scale: str = _f("group", "Advantage scale: group (std of the group), batch (std of the batch) or none.")
+    # GFT (SPEC 2.3)
+    tau: float = _f(0.5, "GFT rectification threshold: tokens with p <= tau get weight p (gradient coefficient 1).")
+    num_off_policy: int = _f(4, "GFT: off-policy members per group (expert demonstration first, then teacher responses).")
+    # GRPO family (SPEC 2.4)
+    loss_type: str = _f("", "GRPO aggregation: grpo, dapo, dr_grpo or bnpo (empty = the method's default).")
+    epsilon_low: float = _f(-1.0, "Lower clip range of the ratio (negative = the method's default: 0.2; GSPO 3e-4).")
+    epsilon_high: float = _f(-1.0, "Upper clip range of the ratio (negative = the method's default: 0.2; DAPO 0.28; GSPO 4e-4).")
+    kl_beta: float = _f(0.0, "GRPO family: coefficient of the k3 KL to the initial model (0 = no reference model).")
+    dynamic_sampling: bool = _f(False, "Drop groups with zero reward spread and draw more prompts (on by default for dapo).")
+    max_resample_rounds: int = _f(4, "Dynamic sampling: most extra rounds of prompts drawn to fill a rollout batch.")
+    overlong_buffer: int = _f(0, "DAPO soft over-long penalty: length of the penalty ramp before max_new_tokens (0 = off; dapo default max_new_tokens/4).")
+    # GIFT (SPEC 2.5)
+    gift_beta: float = _f(1.0, "GIFT: scale of the normalised implicit reward in (a - beta * z)^2.")
+    gift_reference: str = _f("old", "GIFT reference: old (the policy that sampled the batch) or initial (the frozen start).")
+    gift_std_floor: float = _f(0.0, "GIFT: lower bound on the detached std of the implicit rewards (0 = the official behaviour).")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = _f(1e-6, "Learning rate (official GFT 1e-6, GIFT 3e-6).")
+    weight_decay: float = _f(0.01, "AdamW weight decay.")
+    adam_beta1: float = _f(0.9, "AdamW beta1.")
+    adam_beta2: float = _f(0.999, "AdamW beta2.")
+    max_grad_norm: float = _f(1.0, "Gradient-norm clip (0 = off).")
+    scheduler: str = _f("constant", "Learning-rate schedule: constant, linear or cosine (after warmup).")
+    warmup_steps: int = _f(0, "Optimizer steps of linear warmup.")
+    total_batches: int = _f(100, "Rollout batches to train for.")
+    steps_per_rollout: int = _f(4, "Optimizer steps per rollout batch: the batch is split into this many mini-batches of whole groups.")
+    micro_batch_groups: int = _f(0, "Groups per forward/backward pass (gradient accumulation); 0 = a whole mini-batch at once.")
+    seed: int = _f(0, "Seed for data order, sampling and initialisation.")
+    max_bad_steps: int = _f(3, "Stop after this many optimizer steps in a row with a non-finite loss or gradient (each is skipped).")
+
+
+@dataclass
+class LogConfig:
+    output_dir: str = _f("runs/grouptune", "Directory for checkpoints, the final model, metrics.jsonl and samples.jsonl.")
+    log_every: int = _f(1, "Write metrics every N rollout batches.")
+    samples_per_log: int = _f(4, "Completions (with rewards and advantages) saved to samples.jsonl at each log.")
+    report_to: list = _f([], "Extra trackers through accelerate: tensorboard, wandb, trackio.")
+    eval_every: int = _f(0, "Evaluate on `data.eval` every N rollout batches (0 = only at the end).")
+    eval_samples: int = _f(4, "k: samples per held-out prompt for avg@k and pass@k (0 = greedy only).")
+    eval_temperature: float = _f(1.0, "Temperature of the evaluation samples.")
+    progress: bool = _f(True, "Show a progress bar.")
+
+
+@dataclass
+class CheckpointConfig:
+    save_every: int = _f(0, "Save a resumable checkpoint every N rollout batches (0 = only on interruption).")
+    keep_last: int = _f(2, "Resumable checkpoints kept on disk.")
+    resume: bool = _f(False, "Continue from the latest complete checkpoint in output_dir.")
+    save_final: bool = _f(True, "Save the final model (Hugging Face format, tokenizer included) to output_dir/final.")
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to the field type ``tp``, or raise ConfigError naming ``key``."""
+    tp = {"str": str, "int": int, "float": float, "bool": bool, "list": list}.get(tp, tp) if isinstance(tp, str) else tp
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 3e-6 as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if tp is list and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return [value]
+    if tp in (str, int, float, bool, list) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def parse_cli_value(text: str) -> Any:
+    """Parse a command-line override with YAML rules (``[a, b]`` -> list, ``true`` -> bool).
+
+    YAML 1.1 reads ``3e-6`` as a string; numbers written that way are floats here.
+    """
+    import yaml
+
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def update_config(cfg: Any, values: dict, prefix: str = "") -> Any:
+    """Set nested ``values`` (a dict shaped like the dataclasses) on ``cfg``; unknown keys are errors."""
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            close = [k for k in fields if k.startswith(key[:3])]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown setting '{name}'{hint}; valid: {', '.join(fields)}")
+        current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a mapping of settings, got {value!r}")
+            update_config(current, value, prefix=f"{name}.")
+        else:
+            setattr(cfg, key, _check_type(value, fields[key].type, name))
+    return cfg
+
+
+def dotted_to_nested(overrides: dict[str, Any]) -> dict:
+    """``{"optim.lr": 1e-5}`` -> ``{"optim": {"lr": 1e-5}}``."""
+    nested: dict = {}
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Build a TrainConfig from a YAML file and dotted overrides, then check it."""
+    import yaml
+
+    cfg = TrainConfig()
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        try:
+            update_config(cfg, values)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    if overrides:
+        update_config(cfg, dotted_to_nested(overrides))
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def iter_fields(cls: type = TrainConfig, prefix: str = ""):
+    """Yield ``(dotted_name, type_name, default, help)`` for every leaf setting (for --help)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from iter_fields(tp, f"{prefix}{f.name}.")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            name = tp.__name__ if isinstance(tp, type) else str(tp)
+            if isinstance(tp, types.GenericAlias):
+                name = str(tp)
+            yield f"{prefix}{f.name}", name, default, f.metadata.get("help", "")
