@@ -11,7 +11,7 @@ a few merges learned from a handful of math sentences, and special tokens for Ch
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -33,7 +33,7 @@ _TRAINING_TEXT = [
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _trained_backend() -> str:
     """Train the byte-level BPE once per test session; returned as JSON so callers get copies."""
     tok = Tokenizer(models.BPE())

@@ -1,0 +1,88 @@
+"""Evaluation arithmetic: greedy accuracy, avg@k and the unbiased pass@k, plus a Markdown table.
+
+Pure functions of correctness flags; generating and judging the samples is the evaluator's job.
+
+- greedy: fraction of problems whose greedy (temperature 0) answer is correct.
+- avg@k: mean accuracy of one sample, averaged over problems (the papers' "mean accuracy
+  over k samples"). With ``n >= k`` samples per problem we average all ``n`` of them: that
+  is an unbiased estimate of the same quantity with less variance.
+- pass@k: probability that at least one of ``k`` samples is correct, estimated without bias
+  from ``n >= k`` samples of which ``c`` are correct (Chen et al. 2021, "Evaluating Large
+  Language Models Trained on Code", eq. 1): ``1 - C(n-c, k) / C(n, k)``.
+
+Accuracies are fractions in [0, 1]; ``format_table`` shows them as percentages.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples with ``c`` correct: ``1 - C(n-c, k) / C(n, k)``.
+
+    Computed as ``1 - prod_{i=n-c+1}^{n} (1 - k / i)`` (the Codex paper's numerically stable
+    form): binomials of a few hundred samples overflow floats, the product does not.
+    """
+    if not 0 <= c <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n, got n={n}, c={c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 1 <= k <= n, got n={n}, k={k}")
+    if n - c < k:  # every choice of k samples contains a correct one
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def summarize_eval(correct: list[list[bool]], greedy_correct: list[bool] | None, k: int) -> dict:
+    """Summarise one data set: ``{"n_problems", "greedy", "avg@k", "pass@k"}`` (keys spelled with k).
+
+    ``correct[p]`` holds the flags of the sampled answers to problem ``p`` (at least ``k`` of
+    them; problems may have different counts). ``greedy_correct[p]`` is the flag of its greedy
+    answer; pass None when greedy decoding was not run and the key is left out.
+    """
+    if not correct:
+        raise ValueError("summarize_eval needs at least one problem")
+    too_few = [p for p, flags in enumerate(correct) if len(flags) < k]
+    if too_few:
+        raise ValueError(f"pass@{k} needs at least {k} samples per problem; problems {too_few[:10]} have fewer")
+    summary: dict = {"n_problems": len(correct)}
+    if greedy_correct is not None:
+        if len(greedy_correct) != len(correct):
+            raise ValueError(
+                f"greedy_correct has {len(greedy_correct)} entries for {len(correct)} problems"
+            )
+        summary["greedy"] = sum(map(bool, greedy_correct)) / len(greedy_correct)
+    summary[f"avg@{k}"] = sum(sum(map(bool, f)) / len(f) for f in correct) / len(correct)
+    summary[f"pass@{k}"] = sum(pass_at_k(len(f), sum(map(bool, f)), k) for f in correct) / len(correct)
+    return summary
+
+
+def _is_accuracy(key: str) -> bool:
+    return key == "greedy" or key.startswith(("avg@", "pass@"))
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if _is_accuracy(key):
+        return f"{100.0 * value:.2f}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """A Markdown table, one row per data set, one column per metric (accuracies in percent).
+
+    Columns are the union of the metrics in first-seen order; a data set without a metric
+    shows ``-``.
+    """
+    columns: list[str] = []
+    for metrics in results.values():
+        columns += [key for key in metrics if key not in columns]
+    header = ["dataset"] + [f"{c} (%)" if _is_accuracy(c) else c for c in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for name, metrics in results.items():
+        cells = [name] + [_cell(c, metrics.get(c)) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

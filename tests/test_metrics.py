@@ -1,0 +1,81 @@
+"""Evaluation arithmetic with hand-worked numbers."""
+
+from fractions import Fraction
+from math import comb
+
+import pytest
+
+from grouptune.metrics import format_table, pass_at_k, summarize_eval
+
+
+def test_pass_at_k_hand_worked():
+    """n=5, c=2, k=2: 1 - C(3,2)/C(5,2) = 1 - 3/10 = 0.7; n=4, c=1, k=1: c/n = 0.25."""
+    assert pass_at_k(5, 2, 2) == pytest.approx(0.7, abs=1e-12)
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25, abs=1e-12)
+
+
+def test_pass_at_k_edges():
+    assert pass_at_k(10, 0, 3) == 0.0
+    assert pass_at_k(10, 10, 3) == 1.0
+    assert pass_at_k(10, 8, 3) == 1.0  # only 2 wrong samples: any 3 contain a correct one
+    assert pass_at_k(1, 1, 1) == 1.0
+
+
+@pytest.mark.parametrize("n,c,k", [(16, 3, 4), (16, 1, 16), (64, 10, 8), (500, 3, 100)])
+def test_pass_at_k_matches_exact_binomial(n, c, k):
+    """The stable product equals the exact rational 1 - C(n-c,k)/C(n,k), even for n=500."""
+    exact = 1 - Fraction(comb(n - c, k), comb(n, k))
+    assert pass_at_k(n, c, k) == pytest.approx(float(exact), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("n,c,k", [(4, 5, 1), (4, -1, 1), (4, 1, 0), (4, 1, 5)])
+def test_pass_at_k_rejects_impossible_counts(n, c, k):
+    with pytest.raises(ValueError):
+        pass_at_k(n, c, k)
+
+
+def test_summarize_eval_hand_worked():
+    """Problem 1: 1 of 4 right; problem 2: 4 of 4 right; k = 2.
+
+    avg@2 = (1/4 + 1) / 2 = 0.625; pass@2 = ((1 - C(3,2)/C(4,2)) + 1) / 2 = (0.5 + 1) / 2 = 0.75;
+    greedy = 1/2.
+    """
+    correct = [[True, False, False, False], [True, True, True, True]]
+    summary = summarize_eval(correct, [False, True], k=2)
+    assert summary == {
+        "n_problems": 2,
+        "greedy": 0.5,
+        "avg@2": pytest.approx(0.625, abs=1e-12),
+        "pass@2": pytest.approx(0.75, abs=1e-12),
+    }
+
+
+def test_summarize_eval_without_greedy_and_ragged_counts():
+    summary = summarize_eval([[True], [False, True, True]], None, k=1)
+    assert "greedy" not in summary
+    assert summary["avg@1"] == pytest.approx((1 + 2 / 3) / 2, abs=1e-12)
+    assert summary["pass@1"] == pytest.approx(summary["avg@1"], abs=1e-12)  # pass@1 == avg accuracy
+
+
+def test_summarize_eval_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least one problem"):
+        summarize_eval([], None, k=1)
+    with pytest.raises(ValueError, match="at least 4 samples"):
+        summarize_eval([[True] * 4, [True] * 3], None, k=4)
+    with pytest.raises(ValueError, match="greedy_correct has 1 entries for 2"):
+        summarize_eval([[True], [True]], [True], k=1)
+
+
+def test_format_table_markdown():
+    results = {
+        "math500": {"n_problems": 500, "greedy": 0.5, "avg@4": 0.6125, "pass@4": 0.8},
+        "gsm8k": {"n_problems": 3, "avg@4": 1 / 3, "pass@4": 1.0},
+    }
+    assert format_table(results) == "\n".join(
+        [
+            "| dataset | n_problems | greedy (%) | avg@4 (%) | pass@4 (%) |",
+            "|---|---|---|---|---|",
+            "| math500 | 500 | 50.00 | 61.25 | 80.00 |",
+            "| gsm8k | 3 | - | 33.33 | 100.00 |",
+        ]
+    )
