@@ -45,7 +45,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     train: str = _f("", "Training data: a local .jsonl/.json/.parquet/.csv file or a Hugging Face data set name.")
-    eval: str = _f("", "Held-out evaluation data (same forms as `train`); empty disables evaluation.")
+    eval: list = _f([], "Held-out evaluation data sets (same forms as `train`), each reported on its own; empty disables evaluation.")
     train_split: str = _f("train", "Split to read when `train` is a hub data set.")
     eval_split: str = _f("test", "Split to read when `eval` is a hub data set.")
     preset: str = _f("", "Column preset: gsm8k, math, math500, numina, dapo_math; empty uses the column names below.")

@@ -1,0 +1,99 @@
+"""Held-out evaluation (SPEC 6): greedy accuracy, avg@k and unbiased pass@k.
+
+A completion is *correct* when the first reward function (the verifier) gives it at
+least 0.5 — the verifiers of SPEC 5 are binary. Used during training and by
+``grouptune eval``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from grouptune.data import Example
+from grouptune.metrics import summarize_eval
+from grouptune.rewards import compute_rewards
+from grouptune.rollout import sample
+
+
+def _correct(reward_fns, examples: list[Example], completions: list[str], reps: int) -> list[bool]:
+    prompts = [ex.prompt_text for ex in examples for _ in range(reps)]
+    columns: dict[str, list] = {"answer": [ex.answer for ex in examples for _ in range(reps)]}
+    for key in examples[0].row:
+        if key != "answer":
+            columns[key] = [ex.row.get(key) for ex in examples for _ in range(reps)]
+    rows = [ex.index for ex in examples for _ in range(reps)]
+    result = compute_rewards(reward_fns[:1], prompts, completions, columns, row_ids=rows)
+    first = next(iter(result.per_function.values()))
+    return [bool(v >= 0.5) for v in first.tolist()]  # NaN (unjudged) counts as wrong
+
+
+@torch.no_grad()
+def evaluate_examples(
+    model,
+    tokenizer,
+    examples: list[Example],
+    reward_fns,
+    *,
+    k: int,
+    temperature: float,
+    max_new_tokens: int,
+    eos_ids: list[int],
+    batch_size: int = 0,
+    seed: int = 0,
+    max_examples: int = 0,
+    accelerator=None,
+) -> dict:
+    """Greedy accuracy, and with ``k > 0`` samples per prompt avg@k and pass@k.
+
+    With an ``accelerator`` the examples are sharded over processes and the results gathered.
+    """
+    if max_examples:
+        examples = examples[:max_examples]
+    if accelerator is not None and accelerator.num_processes > 1:
+        examples = examples[accelerator.process_index :: accelerator.num_processes]
+    was_training = model.training
+    model.eval()
+    gen = dict(pad_id=tokenizer.pad_token_id, eos_ids=eos_ids, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    prompts = [ex.prompt_ids for ex in examples]
+    greedy_ids, _ = sample(model, prompts, greedy=True, **gen)
+    greedy = _correct(reward_fns, examples, tokenizer.batch_decode(greedy_ids, skip_special_tokens=True), 1)
+    samples: list[list[bool]] = [[] for _ in examples]
+    if k > 0:
+        torch.manual_seed(seed)
+        ids, _ = sample(model, [p for p in prompts for _ in range(k)], temperature=temperature, **gen)
+        flat = _correct(reward_fns, examples, tokenizer.batch_decode(ids, skip_special_tokens=True), k)
+        samples = [flat[i * k : (i + 1) * k] for i in range(len(examples))]
+    model.train(was_training)
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        greedy = gather_object(greedy)
+        samples = gather_object(samples)
+    if k == 0:
+        return {"n_problems": len(greedy), "greedy": sum(greedy) / max(len(greedy), 1)}
+    return summarize_eval(samples, greedy, k)
+
+
+def evaluate_model(cfg) -> dict:
+    """``grouptune eval``: every ``data.eval`` set of a ``TrainConfig``, results keyed by data set."""
+    from pathlib import Path
+
+    from grouptune.config import ConfigError
+    from grouptune.data import load_examples
+    from grouptune.modeling import eos_ids, load_model_and_tokenizer
+    from grouptune.rewards import build_reward_functions
+
+    if not cfg.data.eval:
+        raise ConfigError("data.eval: name at least one held-out data set to evaluate on")
+    model, tokenizer = load_model_and_tokenizer(cfg.model)
+    reward_fns = build_reward_functions(cfg.reward)
+    results = {}
+    for src in cfg.data.eval:
+        examples = load_examples(cfg.data, src, tokenizer, split=cfg.data.eval_split)
+        results[Path(src).stem if Path(src).suffix else src] = evaluate_examples(
+            model, tokenizer, examples, reward_fns, k=cfg.log.eval_samples,
+            temperature=cfg.log.eval_temperature, max_new_tokens=cfg.rollout.max_new_tokens,
+            eos_ids=eos_ids(tokenizer, model), batch_size=cfg.rollout.generation_batch_size,
+            seed=cfg.optim.seed, max_examples=cfg.data.max_eval_examples,
+        )  # fmt: skip
+    return results

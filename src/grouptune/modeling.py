@@ -1,0 +1,39 @@
+"""Loading a causal LM and its tokenizer: safetensors only, remote code only when asked."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from grouptune.config import ConfigError, ModelConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_model_and_tokenizer(m: ModelConfig, path: str | None = None):
+    """The policy and its tokenizer from a hub id or local directory (``path`` overrides the config's)."""
+    path = path or m.name_or_path
+    if not path:
+        raise ConfigError("model.name_or_path is required")
+    if m.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype: expected one of {', '.join(DTYPES)}, got '{m.dtype}'")
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=m.trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=DTYPES[m.dtype], trust_remote_code=m.trust_remote_code, use_safetensors=True
+    )
+    return model, tokenizer
+
+
+def eos_ids(tokenizer, model) -> list[int]:
+    """Token ids that end a completion: the tokenizer's EOS, then the generation config's."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    gen = getattr(model, "generation_config", None)
+    extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+    for t in extra if isinstance(extra, list) else [extra]:
+        if t is not None and t not in ids:
+            ids.append(t)
+    if not ids:
+        raise ConfigError("the tokenizer has no eos_token: set one so completions can end")
+    return ids

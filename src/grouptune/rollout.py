@@ -1,0 +1,139 @@
+"""Rollouts and the tensors of a batch: sampling with ``transformers`` generation, padding,
+and per-token log-probabilities of completions under a model.
+
+Layout (SPEC §1): rows are group-contiguous; prompts are left-padded, completions
+right-padded, so ``cat([prompt_ids, completion_ids], 1)`` is one causal sequence per row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from grouptune.logprobs import logprobs_and_entropy
+
+
+@dataclass
+class Batch:
+    """One rollout batch (or a slice of whole groups of it). N rows, P prompt and T completion tokens."""
+
+    prompt_ids: torch.Tensor  # (N, P) left-padded
+    prompt_mask: torch.Tensor  # (N, P)
+    completion_ids: torch.Tensor  # (N, T) right-padded, EOS included when sampled
+    completion_mask: torch.Tensor  # (N, T) 1 on response tokens
+    on_policy: torch.Tensor  # (N,) bool: sampled from the policy (False: demonstration / teacher)
+    truncated: torch.Tensor  # (N,) bool: hit max_new_tokens without EOS
+    example_index: torch.Tensor  # (N,) position of the prompt's example in the data set
+    group_size: int
+    rewards: torch.Tensor | None = None  # (N,) NaN = unjudged
+    adv: torch.Tensor | None = None  # (N,)
+    old_logp: torch.Tensor | None = None  # (N, T)
+    ref_logp: torch.Tensor | None = None  # (N, T)
+
+    @property
+    def num_groups(self) -> int:
+        return self.prompt_ids.shape[0] // self.group_size
+
+    def groups(self, start: int, stop: int) -> Batch:
+        """Groups ``start .. stop-1`` as a Batch (groups are never split)."""
+        rows = slice(start * self.group_size, stop * self.group_size)
+        kw = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kw[f.name] = v[rows] if isinstance(v, torch.Tensor) else v
+        return Batch(**kw)
+
+    def trimmed(self) -> Batch:
+        """Drop padding columns no row uses (left of the prompts, right of the completions)."""
+        keep_p = self.prompt_mask.any(0).nonzero()
+        p0 = int(keep_p[0]) if len(keep_p) else self.prompt_mask.shape[1]
+        keep_c = self.completion_mask.any(0).nonzero()
+        t1 = int(keep_c[-1]) + 1 if len(keep_c) else 1
+        out = Batch(**{f.name: getattr(self, f.name) for f in fields(self)})
+        out.prompt_ids, out.prompt_mask = self.prompt_ids[:, p0:], self.prompt_mask[:, p0:]
+        for name in ("completion_ids", "completion_mask", "old_logp", "ref_logp"):
+            v = getattr(self, name)
+            if v is not None:
+                setattr(out, name, v[:, :t1])
+        return out
+
+    def to(self, device: torch.device | str) -> Batch:
+        kw = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Batch(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
+
+
+def pad(seqs: list[list[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token lists into ``(ids, mask)``, on the left (prompts) or right (completions)."""
+    width = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), max(width, 1)), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), max(width, 1)), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if not s:
+            continue
+        cols = slice(width - len(s), width) if left else slice(0, len(s))
+        ids[i, cols] = torch.tensor(s, dtype=torch.long)
+        mask[i, cols] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def sample(
+    model,
+    prompts: list[list[int]],
+    *,
+    pad_id: int,
+    eos_ids: list[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    batch_size: int = 0,
+) -> tuple[list[list[int]], list[bool]]:
+    """Sample one completion per prompt. Returns token lists (cut after the first EOS) and
+    whether each hit ``max_new_tokens`` without an EOS (truncated)."""
+    completions: list[list[int]] = []
+    truncated: list[bool] = []
+    step = batch_size or len(prompts)
+    device = next(model.parameters()).device
+    eos = set(eos_ids)
+    for start in range(0, len(prompts), step):
+        ids, mask = pad(prompts[start : start + step], pad_id, left=True)
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=not greedy,
+            temperature=None if greedy else temperature,
+            top_p=None if greedy else top_p,
+            top_k=None if greedy else 0,
+            pad_token_id=pad_id,
+            eos_token_id=eos_ids,
+        )
+        for row in out[:, ids.shape[1] :].tolist():
+            cut = next((i + 1 for i, t in enumerate(row) if t in eos), None)
+            completions.append(row[:cut] if cut else row[:max_new_tokens])
+            truncated.append(cut is None)
+    return completions, truncated
+
+
+def completion_logprobs(
+    model,
+    batch: Batch,
+    *,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs ``(N, T)`` (and entropy) of the batch's completions under ``model``.
+
+    Only the ``T + 1`` last positions' logits are computed (``logits_to_keep``); position ids
+    follow the attention mask, as in generation, so left padding does not shift positions.
+    """
+    input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)  # (N, P+T)
+    # Padding after a completion is masked, but positions keep counting so no token sees a gap.
+    attn = torch.cat([batch.prompt_mask, torch.ones_like(batch.completion_mask)], dim=1)
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    T = batch.completion_ids.shape[1]
+    out = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=T + 1, use_cache=False)
+    logits = out.logits[:, :-1]  # (N, T, V): position t predicts completion token t
+    return logprobs_and_entropy(logits, batch.completion_ids, temperature=temperature, with_entropy=with_entropy)

@@ -1,0 +1,143 @@
+"""End-to-end tests of the one training loop on tiny random Llama / Qwen2 models (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from grouptune.config import ConfigError, load_config
+from grouptune.methods import METHODS
+from grouptune.trainer import Trainer
+
+
+def make_cfg(model_path, data, out, method="gft", **overrides):
+    base = {
+        "model.name_or_path": str(model_path),
+        "data.train": str(data["train"]),
+        "data.eval": [str(data["eval"])],
+        "reward.functions": ["gsm8k"],
+        "rollout.prompts_per_batch": 4,
+        "rollout.group_size": 6,
+        "rollout.max_new_tokens": 8,
+        "method.name": method,
+        "optim.lr": 1e-3,
+        "optim.total_batches": 2,
+        "optim.steps_per_rollout": 2,
+        "log.output_dir": str(out),
+        "log.eval_samples": 2,
+        "log.progress": False,
+    }
+    base.update(overrides)
+    return load_config(overrides=base)
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+EXPECTED_KEYS = {"loss", "reward/mean", "reward/std", "groups/zero_spread_frac", "completions/mean_length",
+                 "completions/max_length", "completions/clipped_ratio", "entropy", "grad_norm", "lr"}
+METHOD_KEYS = {
+    "gft": {"adv/off_policy_mean", "adv/on_policy_mean", "gft/rectified_frac"},
+    "gift": {"gift/mse"},
+    "grpo": {"grpo/clip_ratio/region"},
+}
+
+
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_qwen2"])
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_saves_and_reloads(method, arch, request, tiny_data, tmp_path):
+    model_path = request.getfixturevalue(arch)
+    cfg = make_cfg(model_path, tiny_data, tmp_path / "run", method)
+    trainer = Trainer(cfg)
+    before = weights(trainer.model)
+    last = trainer.train()
+
+    assert torch.isfinite(torch.tensor(last["loss"]))
+    after = weights(trainer.model)
+    assert any(not torch.equal(before[k], after[k]) for k in before), "no weight changed"
+
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if "loss" in r]
+    assert len(train_records) == 2
+    missing = (EXPECTED_KEYS | METHOD_KEYS.get(method, set())) - set(train_records[-1])
+    assert not missing, f"metrics.jsonl lacks {missing}"
+    assert any(k.startswith("eval/eval/greedy") for k in records[-1])
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert (tmp_path / "run" / "samples.jsonl").read_text().strip()
+
+    final = tmp_path / "run" / "final"
+    model = AutoModelForCausalLM.from_pretrained(final)
+    tok = AutoTokenizer.from_pretrained(final)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, after[k], rtol=0, atol=0)
+    ids = tok("What is 1 + 2?", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] > ids.shape[1]
+
+
+@pytest.mark.parametrize("method", ["gft", "gift", "grpo"])
+def test_resume_continues_bit_exactly(method, tiny_llama, tiny_data, tmp_path):
+    """N batches straight == N/2 batches, save, resume in a new Trainer, N/2 more."""
+    straight = Trainer(make_cfg(tiny_llama, tiny_data, tmp_path / "a", method, **{"optim.total_batches": 4}))
+    straight.train()
+
+    first = Trainer(make_cfg(tiny_llama, tiny_data, tmp_path / "b", method, **{
+        "optim.total_batches": 2, "checkpoint.save_every": 2}))  # fmt: skip
+    first.train()
+    second = Trainer(make_cfg(tiny_llama, tiny_data, tmp_path / "b", method, **{
+        "optim.total_batches": 4, "checkpoint.resume": True}))  # fmt: skip
+    second.train()
+
+    a, b = weights(straight.model), weights(second.model)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert second.state["batch"] == 4 and second.state["optimizer_steps"] == 8
+
+
+@pytest.mark.parametrize("method", ["gft", "grpo", "gift", "sft_mix"])
+def test_micro_batch_size_does_not_change_loss_or_gradients(method, tiny_llama, tiny_data, tmp_path, monkeypatch):
+    """One optimizer step accumulated over 1-group micro-batches == the same step in one pass."""
+    grads, losses = {}, {}
+
+    def capture(name):
+        def fake_apply(self, loss):
+            grads[name] = {n: p.grad.clone() for n, p in self.model.named_parameters() if p.grad is not None}
+            losses[name] = loss
+            self.optimizer.zero_grad()
+            return {"grad_norm": 0.0, "skipped_steps": 0.0, "lr": 0.0}
+
+        return fake_apply
+
+    for micro in (1, 0):
+        cfg = make_cfg(tiny_llama, tiny_data, tmp_path / f"m{micro}", method, **{
+            "optim.micro_batch_groups": micro, "optim.steps_per_rollout": 1})  # fmt: skip
+        trainer = Trainer(cfg)
+        batch, _ = trainer.make_batch()
+        trainer.add_fixed_logprobs(batch)
+        monkeypatch.setattr(Trainer, "_apply_gradients", capture(micro))
+        trainer.optimizer_step(batch)
+        monkeypatch.undo()
+
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5, abs=1e-6)
+    assert grads[1].keys() == grads[0].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6)
+
+
+def test_impossible_batch_arithmetic_is_refused_with_the_numbers(tiny_llama, tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match="steps_per_rollout"):
+        Trainer(make_cfg(tiny_llama, tiny_data, tmp_path, "grpo", **{"optim.steps_per_rollout": 3}))
+    with pytest.raises(ConfigError, match="micro_batch_groups"):
+        Trainer(make_cfg(tiny_llama, tiny_data, tmp_path, "grpo", **{"optim.micro_batch_groups": 3,
+                                                                   "optim.steps_per_rollout": 1}))
+    with pytest.raises(ConfigError, match="group_size"):
+        Trainer(make_cfg(tiny_llama, tiny_data, tmp_path, "gift", **{"rollout.group_size": 1}))
+    with pytest.raises(ConfigError, match="num_off_policy"):
+        Trainer(make_cfg(tiny_llama, tiny_data, tmp_path, "gft", **{"rollout.group_size": 4}))
+    with pytest.raises(ConfigError, match="teacher"):
+        Trainer(make_cfg(tiny_llama, tiny_data, tmp_path, "gft", **{"method.num_off_policy": 5,
+                                                                  "rollout.group_size": 8}))
