@@ -1,0 +1,167 @@
+"""``grouptune demo`` and ``grouptune compare``: the embedded testbed from the command line.
+
+Both run the ordinary trainer on the shipped base model and arithmetic data; the suites
+of ``compare`` are YAML files in ``grouptune/configs`` (``compare_*.yaml``), each a list
+of runs that share data, seeds and budget and differ in a few settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import yaml
+
+from grouptune.config import TrainConfig, load_config
+from grouptune.testbed.paths import base_model_path, data_path
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+EVAL_SPLITS = ("test", "test_hard")
+
+
+def testbed_config(overrides: dict | None = None) -> TrainConfig:
+    """``configs/testbed.yaml`` with the shipped model and data filled in, then ``overrides``."""
+    base = {
+        "model.name_or_path": str(base_model_path()),
+        "data.train": str(data_path("train")),
+        "data.eval": [str(data_path(s)) for s in EVAL_SPLITS],
+    }
+    return load_config(CONFIGS / "testbed.yaml", {**base, **(overrides or {})})
+
+
+def add_subcommands(sub, formatter) -> None:
+    demo = sub.add_parser(
+        "demo", formatter_class=formatter,
+        help="Post-train the shipped tiny model with GFT and GIFT and print held-out accuracy before/after.",
+    )  # fmt: skip
+    demo.add_argument("--methods", default="gft,gift", help="Comma-separated methods (default: 'gft,gift').")
+    demo.add_argument("--batches", type=int, default=0, help="Rollout batches per method (default: 0 = the config's).")
+    demo.add_argument("--output-dir", default="runs/demo", help="Where runs are written (default: 'runs/demo').")
+    demo.add_argument("--seed", type=int, default=0, help="Seed (default: 0).")
+    demo.set_defaults(run=run_demo)
+
+    cmp = sub.add_parser(
+        "compare", formatter_class=formatter,
+        help="Run several methods on identical data, seeds and budget; write a report directory.",
+    )  # fmt: skip
+    suites = sorted(p.stem.removeprefix("compare_") for p in CONFIGS.glob("compare_*.yaml"))
+    cmp.add_argument("--suite", required=True, help=f"One of: {', '.join(suites)}; or a path to a suite YAML.")
+    cmp.add_argument("--seeds", default="", help="Comma-separated seeds (default: '' = the suite's).")
+    cmp.add_argument("--output-dir", default="", help="Report directory (default: '' = reports/<suite>).")
+    cmp.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                     help="Dotted overrides applied to every run, e.g. optim.total_batches=4 (default: none).")
+    cmp.set_defaults(run=run_compare)
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from grouptune.evaluation import evaluate_model
+    from grouptune.metrics import format_table
+    from grouptune.trainer import Trainer
+
+    out = Path(args.output_dir)
+    common = {"optim.seed": args.seed}
+    if args.batches:
+        common["optim.total_batches"] = args.batches
+    t0 = time.perf_counter()
+    base_cfg = testbed_config(common)
+    before = evaluate_model(base_cfg)
+    print("held-out accuracy of the shipped base model:\n" + format_table(before))
+    rows = {}
+    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        cfg = testbed_config({**common, "method.name": method, "log.output_dir": str(out / method)})
+        final = Trainer(cfg).train()
+        rows[method] = {s: _split_result(final, s) for s in EVAL_SPLITS}
+    print(f"\nheld-out accuracy before -> after post-training ({time.perf_counter() - t0:.0f} s in all):")
+    print(_before_after_table(before, rows))
+    return 0
+
+
+def _split_result(metrics: dict, split: str) -> dict:
+    prefix = f"eval/{split}/"
+    return {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def _before_after_table(before: dict, after: dict) -> str:
+    keys = [k for k in before[EVAL_SPLITS[0]] if k != "n_problems"]
+    head = "| method | " + " | ".join(f"{s} {k}" for s in EVAL_SPLITS for k in keys) + " |"
+    lines = [head, "|" + "---|" * (1 + len(keys) * len(EVAL_SPLITS))]
+    lines.append("| base | " + " | ".join(f"{before[s][k]:.3f}" for s in EVAL_SPLITS for k in keys) + " |")
+    for method, res in after.items():
+        cells = [f"{res[s].get(k, float('nan')):.3f}" for s in EVAL_SPLITS for k in keys]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def load_suite(name: str) -> dict:
+    path = Path(name) if name.endswith(".yaml") else CONFIGS / f"compare_{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no comparison suite {name!r} (looked for {path})")
+    return yaml.safe_load(path.read_text())
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from grouptune.config import parse_cli_value
+
+    suite = load_suite(args.suite)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else suite["seeds"]
+    extra = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        extra[key] = parse_cli_value(value)
+    out = Path(args.output_dir or f"reports/{suite['name']}")
+    results = compare(suite, seeds, out, extra)
+    from grouptune.testbed.report import write_report
+
+    write_report(suite, results, out)
+    print((out / "report.md").read_text())
+    return 0
+
+
+def compare(suite: dict, seeds: list[int], out: Path, extra: dict) -> dict:
+    """Run every (run, seed) of a suite; return ``{label: {seed: {"final": ..., "curve": [...]}}}``."""
+    from grouptune.trainer import Trainer
+
+    results: dict = {}
+    for run in suite["runs"]:
+        label = run["label"]
+        results[label] = {}
+        for seed in seeds:
+            model_path = None
+            for i, stage in enumerate(run.get("stages", [run])):
+                stage_dir = out / "runs" / _slug(label) / f"seed{seed}" / f"stage{i}"
+                overrides = {**suite.get("common", {}), **_settings(stage), **extra,
+                             "optim.seed": seed, "log.output_dir": str(stage_dir), "log.progress": False}
+                if model_path:
+                    overrides["model.name_or_path"] = model_path
+                cfg = testbed_config(overrides)
+                t0 = time.perf_counter()
+                final = Trainer(cfg).train()
+                print(f"[compare] {label} seed {seed} stage {i}: {time.perf_counter() - t0:.0f} s", flush=True)
+                model_path = str(stage_dir / "final")
+            curve = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+            results[label][seed] = {"final": final, "curve": curve}
+    return results
+
+
+def _settings(stage: dict) -> dict:
+    return {k: v for k, v in stage.items() if k not in ("label", "stages")}
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label).strip("_").lower()
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    vals = [v for v in values if v == v]
+    if not vals:
+        return float("nan"), float("nan")
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)

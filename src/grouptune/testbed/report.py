@@ -1,0 +1,116 @@
+"""The report of ``grouptune compare``: a Markdown table, learning-curve plots, raw JSON.
+
+Every number in it comes from the runs' own ``metrics.jsonl``; accuracies are reported as
+mean ± standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from grouptune.testbed.commands import EVAL_SPLITS, mean_std
+
+CURVES = [
+    ("reward/mean", "training reward (on-policy)"),
+    ("eval/test/greedy", "held-out accuracy (greedy)"),
+    ("entropy", "entropy"),
+    ("grad_norm", "grad norm"),
+]
+
+
+def _final_eval(final: dict, split: str, key: str) -> float:
+    return final.get(f"eval/{split}/{key}", float("nan"))
+
+
+def accuracy_table(results: dict) -> str:
+    """Rows: methods; columns: greedy / avg@k / pass@k on each held-out split (mean ± std)."""
+    some = next(iter(next(iter(results.values())).values()))["final"]
+    keys = sorted({k.split("/")[-1] for k in some if k.startswith("eval/test/") and not k.endswith("n_problems")},
+                  key=lambda k: (k != "greedy", k))  # fmt: skip
+    head = "| method | " + " | ".join(f"{s} {k}" for s in EVAL_SPLITS for k in keys) + " |"
+    lines = [head, "|" + "---|" * (1 + len(keys) * len(EVAL_SPLITS))]
+    for label, seeds in results.items():
+        cells = []
+        for s in EVAL_SPLITS:
+            for k in keys:
+                m, sd = mean_std([_final_eval(r["final"], s, k) for r in seeds.values()])
+                cells.append(f"{m:.3f} ± {sd:.3f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def convergence_table(results: dict, target: float) -> str:
+    """GIFT's claims: batches to reach a held-out accuracy, and train reward minus held-out accuracy."""
+    lines = [
+        f"| method | batches to greedy ≥ {target:.2f} (reached / seeds) | final train reward | "
+        "final held-out avg@k | gap (train − held-out) |",
+        "|---|---|---|---|---|",
+    ]
+    for label, seeds in results.items():
+        reach, rewards, held, gaps = [], [], [], []
+        for r in seeds.values():
+            evals = [(rec["batch"], rec[k]) for rec in r["curve"] for k in rec if k == "eval/test/greedy"]
+            hit = next((b for b, acc in evals if acc >= target), None)
+            if hit is not None:
+                reach.append(hit)
+            train = [rec["reward/mean"] for rec in r["curve"] if "reward/mean" in rec]
+            avg_key = next((k for k in r["final"] if k.startswith("eval/test/avg@")), None)
+            if train and avg_key:
+                rewards.append(train[-1])
+                held.append(r["final"][avg_key])
+                gaps.append(train[-1] - r["final"][avg_key])
+        m_reach = f"{mean_std(reach)[0]:.1f}" if reach else "not reached"
+        lines.append(
+            f"| {label} | {m_reach} ({len(reach)}/{len(seeds)}) | {_pm(rewards)} | {_pm(held)} | {_pm(gaps)} |"
+        )
+    return "\n".join(lines)
+
+
+def _pm(values: list[float]) -> str:
+    m, sd = mean_std(values)
+    return f"{m:.3f} ± {sd:.3f}"
+
+
+def plot_curves(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for ax, (key, title) in zip(axes.flat, CURVES):
+        for label, seeds in results.items():
+            series: dict[int, list[float]] = {}
+            for r in seeds.values():
+                for rec in r["curve"]:
+                    if key in rec and rec[key] == rec[key]:
+                        series.setdefault(rec["batch"], []).append(rec[key])
+            if series:
+                xs = sorted(series)
+                ax.plot(xs, [mean_std(series[x])[0] for x in xs], marker="." if len(xs) < 30 else None, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("rollout batch")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("mean over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(suite: dict, results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1, default=str))
+    plot_curves(results, out / "curves.png")
+    seeds = sorted({s for r in results.values() for s in r})
+    parts = [
+        f"# {suite['name']}\n",
+        suite.get("description", "").strip() + "\n",
+        f"Seeds: {', '.join(map(str, seeds))}. Held-out accuracy after training, mean ± std over seeds.\n",
+        accuracy_table(results) + "\n",
+    ]
+    if "target_accuracy" in suite:
+        parts += ["## Convergence and over-fitting\n", convergence_table(results, suite["target_accuracy"]) + "\n"]
+    parts.append("![learning curves](curves.png)\n")
+    (out / "report.md").write_text("\n".join(parts))
