@@ -1,0 +1,486 @@
+"""Explicit rewards (SPEC 5): built-in verifiers, reward models, user functions, and scoring a batch.
+
+Every reward function has TRL's call shape::
+
+    f(prompts: list[str], completions: list[str], **columns) -> list[float | None]
+
+``columns`` are lists aligned with ``completions``: ``answer`` (the parsed gold answer) and
+every raw column of the data set row. ``None`` means *unjudged* (the function could not
+judge that completion, e.g. the gold answer does not parse or math-verify ran out of time).
+
+Built-ins (``reward.functions``):
+    ``math``          math-verify on the last ``\\boxed{}`` of the completion, gold first; 1.0/0.0.
+    ``gsm8k``         ``#### n`` gold vs ``#### n`` (strict) or the last number (flexible).
+    ``exact_match``   completion == answer after stripping whitespace.
+    ``rm:PATH``       a sequence-classification reward model (num_labels=1) scoring prompt+completion.
+    ``pkg.mod:fn``    a user function by import path, or ``path/to/file.py:fn``.
+
+How a batch is scored (``compute_rewards``):
+    total = sum_j weight_j * reward_j over the functions with a non-zero weight (a weight of
+    0 means "logged only"). A row is *unjudged* (NaN in ``total``) when any weighted function
+    returned None for it: a sum with a missing term cannot be compared fairly with complete
+    ones. ``per_function`` keeps every function's scores (NaN where it returned None).
+    A function that raises, returns the wrong number of values, a NaN/inf or a non-number is
+    a ``RewardError`` naming the function and the row (``on_error="raise"``, default), or —
+    with ``on_error="unjudged"`` — the batch's rows count as unjudged for that function and a
+    warning with the traceback is logged. Never a silent zero.
+
+Time limits for ``math``: math-verify's own limits use ``signal.alarm``, which exists only
+in the main thread (elsewhere it raises). We switch them off and impose our own limit on
+each answer (parse + verify together):
+    - main thread: ``signal.setitimer`` in-process (cheap, fractional seconds);
+    - any other thread: a persistent worker process (``grouptune.answers.serve_math_judge``)
+      judges the answer and is killed and restarted when it overruns.
+An answer that runs out of time is unjudged (None). On platforms without ``SIGALRM``
+(Windows) the limit is not enforced.
+"""
+
+from __future__ import annotations
+
+import atexit
+import difflib
+import importlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from grouptune.answers import (
+    gsm8k_final_answer,
+    last_boxed,
+    last_number,
+    math_equal,
+    parse_number,
+    strict_gsm8k_number,
+)
+from grouptune.config import ConfigError, RewardConfig
+
+logger = logging.getLogger(__name__)
+
+ON_ERROR_CHOICES = ("raise", "unjudged")
+GSM8K_MODES = ("strict", "flexible")
+
+
+class RewardError(RuntimeError):
+    """A reward function failed; the message names the function and the row."""
+
+
+@dataclass
+class RewardFunction:
+    name: str  # as written in ``reward.functions``; the key of ``RewardResult.per_function``
+    fn: Callable[..., Sequence[float | None]]
+    weight: float = 1.0
+
+
+@dataclass
+class RewardResult:
+    total: torch.Tensor  # (N,) float32 weighted sum, NaN = unjudged
+    per_function: dict[str, torch.Tensor]  # name -> (N,) float32, NaN where it returned None
+    failures: dict[str, str] = field(default_factory=dict)  # name -> message, on_error="unjudged" only
+
+    @property
+    def unjudged(self) -> torch.Tensor:
+        return torch.isnan(self.total)  # (N,) bool
+
+
+# ============================================================================ math time limits
+
+
+class _OutOfTime(BaseException):
+    """Raised by our SIGALRM handler. A BaseException, so the ``except Exception`` blocks of
+    math-verify and sympy cannot turn it into a wrong answer."""
+
+
+@contextmanager
+def _alarm(seconds: float):
+    def on_alarm(signum, frame):
+        raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class _MathWorker:
+    """A child process running ``serve_math_judge``; one answer at a time, killed on overrun."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._owner_pid = 0  # a forked child must not share its parent's pipes
+
+    def judge(self, gold: str, boxed: str, seconds: float) -> bool | None:
+        with self._lock:
+            proc = self._running()
+            proc.stdin.write(json.dumps([gold, boxed]) + "\n")
+            proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], seconds)
+            if not ready:
+                self.stop()
+                raise _OutOfTime
+            line = proc.stdout.readline()
+            if not line:
+                self.stop()
+                raise RuntimeError(f"the math-verify worker process died: {self._stderr_tail()}")
+            return json.loads(line)
+
+    def _running(self) -> subprocess.Popen:
+        if self._proc is not None and self._proc.poll() is None and self._owner_pid == os.getpid():
+            return self._proc
+        self._start()
+        return self._proc
+
+    def _start(self) -> None:
+        src_dir = str(Path(__file__).resolve().parents[1])  # so the child finds this grouptune
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([src_dir, os.environ.get("PYTHONPATH", "")])}
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from grouptune.answers import serve_math_judge; serve_math_judge()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env,
+        )  # fmt: skip
+        self._owner_pid = os.getpid()
+        ready, _, _ = select.select([self._proc.stdout], [], [], 120.0)
+        if not ready or self._proc.stdout.readline().strip() != "ready":
+            self.stop()
+            raise RuntimeError(f"the math-verify worker process did not start: {self._stderr_tail()}")
+
+    def _stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")[-2000:] or "(no output)"
+
+    def stop(self) -> None:
+        if self._proc is not None and self._owner_pid == os.getpid():
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+
+_WORKER = _MathWorker()
+atexit.register(_WORKER.stop)
+
+
+def judge_math(gold: str, boxed: str, timeout: float) -> bool | None:
+    """``math_equal`` under a time limit of ``timeout`` seconds; None if unjudged (see module doc)."""
+    in_main = threading.current_thread() is threading.main_thread()
+    if not hasattr(signal, "setitimer"):
+        return math_equal(gold, boxed)
+    try:
+        if not in_main:
+            return _WORKER.judge(gold, boxed, timeout)
+        with _alarm(timeout):
+            return math_equal(gold, boxed)
+    except _OutOfTime:
+        logger.warning("math reward: answer %r not judged within %.3g s, counted unjudged", boxed[:200], timeout)
+        return None
+
+
+# ============================================================================ built-in rewards
+
+
+class MathReward:
+    """``math``: 1.0 if the last ``\\boxed{}`` of the completion equals the gold answer (math-verify).
+
+    No box -> 0.0. Gold missing or unparsable, or out of time -> None (unjudged).
+    """
+
+    __name__ = "math"
+
+    def __init__(self, timeout: float = 5.0):
+        self.timeout = timeout
+
+    def __call__(self, prompts, completions, answer, **_) -> list[float | None]:
+        rewards: list[float | None] = []
+        for completion, gold in zip(completions, answer):
+            boxed = last_boxed(completion)
+            if gold is None or not str(gold).strip():
+                rewards.append(None)
+            elif boxed is None:
+                rewards.append(0.0)
+            else:
+                same = judge_math(str(gold), boxed, self.timeout)
+                rewards.append(None if same is None else float(same))
+        return rewards
+
+
+class GSM8KReward:
+    """``gsm8k``: gold ``... #### n`` or a bare number; ``strict`` reads ``#### n`` in the
+    completion, ``flexible`` its last number. Commas and ``$`` stripped, exact numeric compare.
+    Gold that is not a number -> None (unjudged); no number in the completion -> 0.0.
+    """
+
+    __name__ = "gsm8k"
+
+    def __init__(self, mode: str = "strict"):
+        self.read = strict_gsm8k_number if mode == "strict" else last_number
+
+    def __call__(self, prompts, completions, answer, **_) -> list[float | None]:
+        rewards: list[float | None] = []
+        for completion, gold in zip(completions, answer):
+            gold_text = "" if gold is None else str(gold)
+            target = parse_number(gsm8k_final_answer(gold_text) or gold_text)
+            rewards.append(None if target is None else float(self.read(completion) == target))
+        return rewards
+
+
+def exact_match_reward(prompts, completions, answer, **_) -> list[float | None]:
+    """1.0 if the completion equals the answer after stripping surrounding whitespace."""
+    return [None if gold is None else float(c.strip() == str(gold).strip()) for c, gold in zip(completions, answer)]
+
+
+class RewardModel:
+    """``rm:PATH``: ``AutoModelForSequenceClassification`` (one logit) on ``prompt + completion``."""
+
+    def __init__(self, path: str, *, device=None, trust_remote_code: bool = False, batch_size: int = 8):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, trust_remote_code=trust_remote_code
+        )
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id  # finds each row's last token
+        self.model.eval().requires_grad_(False).to(device or "cpu")
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, prompts, completions, **_) -> list[float]:
+        texts = [p + c for p, c in zip(prompts, completions)]
+        scores: list[float] = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(
+                texts[i : i + self.batch_size], padding=True, truncation=True, return_tensors="pt"
+            ).to(self.model.device)
+            scores += self.model(**enc).logits[:, 0].float().tolist()
+        return scores
+
+
+# ============================================================================ building
+
+
+def _load_user_function(spec: str, where: str) -> Callable:
+    """``pkg.mod:fn`` (importable) or ``path/to/file.py:fn`` (loaded from that file only)."""
+    target, _, attr = spec.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            path = Path(target).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"{where}: file not found: {path}")
+            name = f"grouptune_user_reward_{path.stem}_{abs(hash(str(path.resolve())))}"
+            mod_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.modules[name] = module  # dataclasses and pickle look the module up by name
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{where}: cannot import {target!r}: {type(exc).__name__}: {exc}") from exc
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+            hint = difflib.get_close_matches(part, names, n=3)
+            raise ConfigError(
+                f"{where}: {target!r} has no attribute {part!r}"
+                + (f"; did you mean {', '.join(hint)}?" if hint else f"; callables: {', '.join(names[:20])}")
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{where}: {spec!r} is not callable")
+    return obj
+
+
+def _make_function(spec: str, cfg: RewardConfig, where: str, **rm_kwargs) -> Callable:
+    builtins = {
+        "math": lambda: MathReward(cfg.math_timeout),
+        "gsm8k": lambda: GSM8KReward(cfg.gsm8k_mode),
+        "exact_match": lambda: exact_match_reward,
+    }
+    if spec in builtins:
+        return builtins[spec]()
+    if spec.startswith("rm:"):
+        try:
+            return RewardModel(spec[3:], **rm_kwargs)
+        except Exception as exc:
+            raise ConfigError(f"{where}: cannot load reward model {spec[3:]!r}: {exc}") from exc
+    if ":" in spec:
+        return _load_user_function(spec, where)
+    hint = difflib.get_close_matches(spec, list(builtins), n=1)
+    raise ConfigError(
+        f"{where}: unknown reward function {spec!r}"
+        + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        + f"; valid: {', '.join(builtins)}, rm:PATH, pkg.mod:fn or file.py:fn"
+    )
+
+
+def _check_reward_config(cfg: RewardConfig) -> list[float]:
+    if cfg.on_error not in ON_ERROR_CHOICES:
+        raise ConfigError(f"reward.on_error must be one of {ON_ERROR_CHOICES}, got {cfg.on_error!r}")
+    if cfg.gsm8k_mode not in GSM8K_MODES:
+        raise ConfigError(f"reward.gsm8k_mode must be one of {GSM8K_MODES}, got {cfg.gsm8k_mode!r}")
+    if not cfg.math_timeout > 0:
+        raise ConfigError(f"reward.math_timeout must be > 0 seconds, got {cfg.math_timeout!r}")
+    names = list(cfg.functions)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"reward.functions lists a function twice: {names}")
+    weights = list(cfg.weights) or [1.0] * len(names)
+    if len(weights) != len(names):
+        raise ConfigError(
+            f"reward.weights has {len(weights)} values for {len(names)} reward functions ({', '.join(names)})"
+        )
+    for i, w in enumerate(weights):
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise ConfigError(f"reward.weights[{i}] must be a finite number, got {w!r}")
+    if names and not any(weights):
+        raise ConfigError("reward.weights are all zero: no reward function counts towards the total")
+    return [float(w) for w in weights]
+
+
+def build_reward_functions(
+    cfg: RewardConfig, *, device=None, trust_remote_code: bool = False
+) -> list[RewardFunction]:
+    """The configured reward functions with their weights; ``ConfigError`` names the bad entry.
+
+    ``device`` and ``trust_remote_code`` apply to reward models (``rm:PATH``) only.
+    """
+    weights = _check_reward_config(cfg)
+    rm_kwargs = {"device": device, "trust_remote_code": trust_remote_code}
+    return [
+        RewardFunction(name, _make_function(name, cfg, f"reward.functions[{i}]", **rm_kwargs), weight)
+        for i, (name, weight) in enumerate(zip(cfg.functions, weights))
+    ]
+
+
+# ============================================================================ scoring a batch
+
+
+def _row_label(i: int, row_ids) -> str:
+    return f"row {row_ids[i]} (batch index {i})" if row_ids is not None else f"batch index {i}"
+
+
+def _find_failing_row(rf: RewardFunction, prompts, completions, columns) -> tuple[int, Exception] | None:
+    """Call the function one row at a time to single out a row it raises on (failure path only)."""
+    for i in range(len(completions)):
+        try:
+            rf.fn(prompts[i : i + 1], completions[i : i + 1], **{k: v[i : i + 1] for k, v in columns.items()})
+        except Exception as exc:
+            return i, exc
+    return None
+
+
+def _located_error(rf, exc, prompts, completions, columns, row_ids) -> tuple[RewardError, Exception]:
+    """The RewardError for a function that raised on a batch, and the exception to chain."""
+    found = _find_failing_row(rf, prompts, completions, columns)
+    if found is None:
+        where, cause = f"a batch of {len(completions)} rows (no single row fails alone)", exc
+    else:
+        i, cause = found
+        where = f"{_row_label(i, row_ids)}, completion {completions[i][:80]!r}"
+    return RewardError(f"reward function {rf.name!r} raised {type(cause).__name__}: {cause} on {where}"), cause
+
+
+def _as_floats(rf: RewardFunction, out, n: int, row_ids) -> list[float]:
+    """The function's output as N floats (NaN for None); RewardError for anything else."""
+    if isinstance(out, (str, bytes)) or not hasattr(out, "__len__"):
+        raise RewardError(f"reward function {rf.name!r} returned {type(out).__name__}, expected a list of {n} floats")
+    if len(out) != n:
+        raise RewardError(f"reward function {rf.name!r} returned {len(out)} values for {n} completions")
+    values = []
+    for i, v in enumerate(out):
+        if v is None:
+            values.append(math.nan)
+            continue
+        try:
+            if isinstance(v, (str, bytes)):
+                raise TypeError
+            x = float(v)
+        except (TypeError, ValueError):
+            raise RewardError(
+                f"reward function {rf.name!r} returned {v!r} ({type(v).__name__}) for {_row_label(i, row_ids)}"
+            ) from None
+        if not math.isfinite(x):
+            raise RewardError(
+                f"reward function {rf.name!r} returned {x} for {_row_label(i, row_ids)}; "
+                "return None to mark a completion as unjudged"
+            )
+        values.append(x)
+    return values
+
+
+def _score(rf, prompts, completions, columns, row_ids) -> list[float]:
+    try:
+        out = rf.fn(list(prompts), list(completions), **{k: list(v) for k, v in columns.items()})
+    except Exception as exc:
+        error, cause = _located_error(rf, exc, prompts, completions, columns, row_ids)
+        raise error from cause
+    return _as_floats(rf, out, len(completions), row_ids)
+
+
+def _check_batch(prompts, completions, columns, row_ids) -> None:
+    n = len(completions)
+    if len(prompts) != n:
+        raise ValueError(f"compute_rewards: {len(prompts)} prompts for {n} completions")
+    if row_ids is not None and len(row_ids) != n:
+        raise ValueError(f"compute_rewards: {len(row_ids)} row_ids for {n} completions")
+    for key, values in columns.items():
+        if key in ("prompts", "completions"):
+            raise ValueError(f"compute_rewards: column {key!r} would shadow the argument of the same name")
+        if len(values) != n:
+            raise ValueError(f"compute_rewards: column {key!r} has {len(values)} values for {n} completions")
+
+
+def compute_rewards(
+    reward_fns: Sequence[RewardFunction],
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    columns: dict[str, Sequence],
+    *,
+    on_error: str = "raise",
+    row_ids: Sequence | None = None,
+) -> RewardResult:
+    """Score a batch with every function and combine them (rules in the module docstring).
+
+    ``row_ids[i]`` (e.g. the data set row of completion ``i``) is used in error messages.
+    """
+    if not reward_fns:
+        raise ValueError("compute_rewards: no reward functions")
+    if on_error not in ON_ERROR_CHOICES:
+        raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
+    _check_batch(prompts, completions, columns, row_ids)
+    n = len(completions)
+    per_function: dict[str, torch.Tensor] = {}
+    failures: dict[str, str] = {}
+    for rf in reward_fns:
+        try:
+            values = _score(rf, prompts, completions, columns, row_ids)
+        except RewardError as err:
+            if on_error == "raise":
+                raise
+            logger.warning("%s; its %d rows count as unjudged", err, n, exc_info=err)
+            failures[rf.name] = str(err)
+            values = [math.nan] * n
+        per_function[rf.name] = torch.tensor(values, dtype=torch.float32)  # (N,)
+    total = torch.zeros(n, dtype=torch.float32)
+    for rf in reward_fns:
+        if rf.weight != 0:
+            total = total + rf.weight * per_function[rf.name]  # NaN (unjudged) propagates
+    return RewardResult(total=total, per_function=per_function, failures=failures)
