@@ -6,6 +6,8 @@ samples 4-token completions on CPU, and runs in seconds.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -156,20 +158,82 @@ def test_grouptune_imports_without_trl_and_the_integration_says_what_to_install(
     assert "trl>=1.16,<1.17" in out.stdout
 
 
+# ----------------------------------------------------------------------------- two processes
+
+TWO_PROCESS_SCRIPT = """
+import json, sys, tempfile
+sys.path.insert(0, {tests!r})
+import test_integration_trl as t
+from grouptune.integrations.trl import GFTConfig, GFTTrainer, GIFTConfig, GIFTTrainer
+
+record = {{}}
+for name, trainer_cls, config_cls, extra in (
+    ("gift", GIFTTrainer, GIFTConfig, dict(gift_reference="initial")),
+    ("gft", GFTTrainer, GFTConfig, dict(num_off_policy=2)),
+):
+    args = config_cls(**t.common(tempfile.mkdtemp(), max_steps=1, **extra))
+    trainer = trainer_cls({model!r}, reward_funcs=t.REWARDS, train_dataset=t.dataset(), args=args)
+    score = trainer._generate_and_score_completions
+    def spy(rows, score=score, trainer=trainer, name=name):
+        batch = score(rows)
+        local = batch["rewards"] if name == "gift" else batch["advantages"]
+        record[name] = dict(prompts=[r["prompt"] for r in rows], all_rewards=trainer._batch_rewards.tolist(),
+                            local=local.tolist(), rank=trainer.accelerator.process_index)
+        return batch
+    trainer._generate_and_score_completions = spy
+    trainer.train()
+json.dump(record, open({out!r} + str(record["gft"]["rank"]), "w"))
+"""
+
+
+def test_two_processes_keep_groups_local_and_slice_the_batch_statistics(tiny_model, tmp_path):
+    """torchrun, 2 CPU processes (gloo), 1 group of 4 per process: each process holds a whole group,
+    TRL gathers the rewards of both, and each process keeps the statistics of its own rows."""
+    from pathlib import Path
+
+    script = tmp_path / "two.py"
+    out = str(tmp_path / "rank")
+    script.write_text(TWO_PROCESS_SCRIPT.format(tests=str(Path(__file__).parent), model=tiny_model, out=out))
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [json.loads(Path(out + str(r)).read_text()) for r in (0, 1)]
+    for name in ("gift", "gft"):
+        all_rewards = torch.tensor(ranks[0][name]["all_rewards"])  # (8,) both processes, group-contiguous
+        assert ranks[1][name]["all_rewards"] == ranks[0][name]["all_rewards"]
+        if name == "gft":
+            on_policy = torch.tensor([False, False, True, True] * 2)
+            expected = group_advantages(all_rewards, 4, on_policy_mask=on_policy)
+        else:
+            expected = all_rewards
+        for r, record in enumerate(ranks):
+            assert len(set(record[name]["prompts"])) == 1 and len(record[name]["prompts"]) == 4
+            torch.testing.assert_close(torch.tensor(record[name]["local"]), expected[4 * r : 4 * r + 4])
+        assert ranks[0][name]["prompts"] != ranks[1][name]["prompts"]
+
+
 # ----------------------------------------------------------------------------- GIFT
 
 
-@pytest.mark.parametrize("reference", ["old", "initial"])
-def test_gift_trainer_runs(tiny_model, tmp_path, reference):
+@pytest.mark.parametrize(
+    "reference, iterations",
+    [("old", 1), ("old", 2), ("initial", 1)],  # 2 iterations: TRL computes the old log-probs itself
+)
+def test_gift_trainer_runs(tiny_model, tmp_path, reference, iterations):
     trainer = GIFTTrainer(
         tiny_model, reward_funcs=REWARDS, train_dataset=dataset(), eval_dataset=dataset(),
-        args=GIFTConfig(**common(tmp_path, gift_reference=reference)),
+        args=GIFTConfig(**common(tmp_path, gift_reference=reference, num_iterations=iterations)),
     )  # fmt: skip
     assert (trainer.ref_model is not None) == (reference == "initial")
     assert trainer.args.beta == 0.0  # the user's config keeps TRL's KL off
     before = weights(trainer.model)
     trainer.train()
     assert_trained(trainer, before, "gift")
+    if reference == "old":  # k = 0 on the batch's first use; its second use is measured from the same old policy
+        degenerate = [e["gift/k_degenerate_frac"] for e in trainer.state.log_history if "gift/loss" in e]
+        assert degenerate == ([1.0, 0.0] if iterations == 2 else [1.0, 1.0])
     assert torch.isfinite(torch.tensor(trainer.evaluate()["eval_loss"]))
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, fields
 from importlib import metadata
 
 import torch
+from accelerate.utils import gather_object
 from packaging.version import Version
 
 from grouptune.advantages import BASELINES, SCALES, group_advantages
@@ -92,8 +93,8 @@ def _warn_ignored(config: GRPOConfig, names: tuple[str, ...], method: str) -> No
     changed = [f"{n}={getattr(config, n)!r}" for n in names if getattr(config, n) != defaults[n]]
     if changed:
         warnings.warn(
-            f"{method} ignores these GRPO settings (its loss has no ratio, clipping or entropy term, and it sums "
-            f"the weighted rewards before normalising them): {', '.join(changed)}",
+            f"{method} ignores these GRPO settings, which belong to the clipped-ratio loss or to TRL's advantages "
+            f"(the rewards are summed with reward_weights, then normalised by grouptune): {', '.join(changed)}",
             stacklevel=4,  # the user's config construction
         )
 
@@ -109,8 +110,8 @@ class GIFTConfig(GRPOConfig):
     GIFT normalises the implicit reward within each group at the current parameters, so every
     micro-batch holds whole groups: ``per_device_train_batch_size`` must be a multiple of
     ``num_generations``. TRL's ``beta`` is its KL coefficient and must stay 0 (GIFT has no KL
-    term); GIFT's own coefficient is ``gift_beta``. The log-probs are TRL's, i.e. scored at the
-    sampling ``temperature`` (as in the official verl code).
+    term); GIFT's own coefficient is ``gift_beta``. The log-probs are TRL's, scored at the
+    sampling ``temperature`` as verl (which the official code extends) does.
     """
 
     gift_beta: float = field(
@@ -185,7 +186,7 @@ class GFTConfig(GRPOConfig):
     teacher_column: str = field(
         default="teacher_completions",
         metadata={
-            "help": "Data set column holding the teacher responses (a list; read when num_off_policy > 1)."
+            "help": "Data set column holding the teacher responses: a list, of which the first K-1 are used."
         },
     )
     gft_tau: float = field(
@@ -313,11 +314,11 @@ class _GroupTrainer(GRPOTrainer):
         sums = torch.stack([(entropies.float() * mask).sum(), mask.sum().float()])  # entropy, tokens
         totals = self.accelerator.reduce(sums, reduction="sum")
         self._metrics[mode]["entropy"].append((totals[0] / totals[1].clamp(min=1.0)).item())
-        if metrics:  # mean over processes of each micro-batch value
-            local = torch.tensor([float(v) for v in metrics.values()], device=self.accelerator.device)
-            means = self.accelerator.gather(local).view(-1, len(metrics)).nanmean(dim=0)
-            for name, value in zip(metrics, means.tolist()):
-                self._metrics[mode][f"{prefix}/{name}"].append(value)
+        # Mean over processes; a loss may leave a metric out where it is undefined (GIFT's corr_a_k).
+        per_process = gather_object([metrics])
+        for name in sorted({k for m in per_process for k in m}):
+            values = [m[name] for m in per_process if name in m]
+            self._metrics[mode][f"{prefix}/{name}"].append(sum(values) / len(values))
         return loss
 
 
