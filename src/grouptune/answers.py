@@ -13,6 +13,7 @@ second: it imports only this module and math-verify.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 from fractions import Fraction
@@ -83,6 +84,18 @@ def last_number(completion: str) -> Fraction | None:
 
 
 # ----------------------------------------------------------------------------- math-verify
+
+
+class _NoTimeoutDisabledWarning(logging.Filter):
+    """math-verify warns once that with its timeouts off "you must provide the logic for timeout
+    interruption yourself" — we do (``grouptune.rewards.judge_math``), so the warning would mislead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timeout is disabled")
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_NoTimeoutDisabledWarning())
 
 
 def _as_latex(gold: str) -> str:

@@ -149,7 +149,8 @@ class _MathWorker:
 
     def _start(self) -> None:
         src_dir = str(Path(__file__).resolve().parents[1])  # so the child finds this grouptune
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([src_dir, os.environ.get("PYTHONPATH", "")])}
+        paths = [src_dir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "from grouptune.answers import serve_math_judge; serve_math_judge()"],
@@ -178,11 +179,10 @@ atexit.register(_WORKER.stop)
 
 def judge_math(gold: str, boxed: str, timeout: float) -> bool | None:
     """``math_equal`` under a time limit of ``timeout`` seconds; None if unjudged (see module doc)."""
-    in_main = threading.current_thread() is threading.main_thread()
-    if not hasattr(signal, "setitimer"):
+    if not hasattr(signal, "setitimer"):  # no SIGALRM (Windows): no limit
         return math_equal(gold, boxed)
     try:
-        if not in_main:
+        if threading.current_thread() is not threading.main_thread():
             return _WORKER.judge(gold, boxed, timeout)
         with _alarm(timeout):
             return math_equal(gold, boxed)
