@@ -508,7 +508,7 @@ def _with_suffix(messages: list[dict], suffix: str) -> list[dict]:
     return [{**m, "content": _join(m["content"], suffix)} if i == users[-1] else m for i, m in enumerate(messages)]
 
 
-def render_prompt(prompt: str | list[dict], cfg: DataConfig, tokenizer) -> str:
+def _render_prompt(prompt: str | list[dict], cfg: DataConfig, tokenizer) -> str:
     """The text the model sees: suffix appended, chat template applied (see module docstring)."""
     use_template = cfg.chat_template and bool(getattr(tokenizer, "chat_template", None))
     if isinstance(prompt, str):
@@ -572,7 +572,7 @@ def load_examples(
         fields_, issues = _row_fields(row, layout, table.text_cells, absent)
         if fields_["prompt"] is not None:
             try:
-                fields_["prompt_text"] = render_prompt(fields_["prompt"], cfg, tokenizer)
+                fields_["prompt_text"] = _render_prompt(fields_["prompt"], cfg, tokenizer)
             except _Bad as exc:
                 issues.append((layout.prompt, str(exc)))
         line = table.lines[index] if table.lines else None
