@@ -71,7 +71,7 @@ def smoke_setup() -> tuple[str, Dataset]:
 # ----------------------------------------------------------------------------- the switch
 
 
-def main() -> None:
+def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", choices=["grpo", "gift", "gft"], default="gift")
     p.add_argument("--model", default="Qwen/Qwen2.5-0.5B-Instruct")
@@ -102,6 +102,7 @@ def main() -> None:
         config = GFTConfig(**shared, num_off_policy=1, gft_tau=0.5)
         trainer = GFTTrainer(model, reward_funcs=reward, args=config, train_dataset=train)
     trainer.train()
+    return trainer
 
 
 if __name__ == "__main__":

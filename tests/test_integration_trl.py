@@ -443,3 +443,20 @@ def test_gft_names_the_missing_teacher_column(tiny_model, tmp_path):
     rows = [dict(dataset()[0]) for _ in range(4)]
     with pytest.raises(ValueError, match="needs 2 teacher responses per row in column 'teacher_completions'"):
         trainer._generate_and_score_completions(rows)
+
+
+# ----------------------------------------------------------------------------- the example
+
+
+@pytest.mark.parametrize("method", ["grpo", "gift", "gft"])
+def test_example_switches_from_grpo_to_gift_and_gft(method, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "examples" / "trl_gift_gft.py"
+    spec = importlib.util.spec_from_file_location("trl_gift_gft", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    monkeypatch.setattr(sys, "argv", ["trl_gift_gft.py", "--method", method, "--smoke"])
+    trainer = example.main()  # 2 optimizer steps of a tiny model on the testbed's arithmetic rows
+    assert type(trainer).__name__ == f"{method.upper()}Trainer" and trainer.state.global_step == 2
