@@ -8,8 +8,8 @@ its full log-softmax as well::
     entropy = -(logp_all.exp() * logp_all).sum(-1)                      # (B, T)
 
 Here the rows are processed in chunks of ``chunk_size`` (float32 per chunk only) by a custom
-autograd function that saves just the input logits (no copy) and one float32 log-normaliser
-per row; the backward pass recomputes the softmax chunk by chunk. Peak extra memory is a few
+autograd function that saves just the input logits (no copy), the index and the entropy; the
+backward pass recomputes the softmax chunk by chunk. Peak extra memory is a few
 ``chunk_size x V`` float32 buffers (plus, in backward, the gradient of the logits, which any
 method must produce). ``benchmarks/bench_logprobs.py`` measures it.
 """
@@ -46,51 +46,65 @@ def _row_blocks(x: Tensor, chunk_size: int) -> Iterator[tuple[int, int, Tensor]]
         yield start, min(start + chunk_size, flat.shape[0]), flat[start : start + chunk_size]
 
 
+def _softmax_f32(block: Tensor, temperature: float, *, log: bool) -> Tensor:
+    """(c, V) float32 (log-)softmax of ``block / temperature``, a new buffer.
+
+    The fused kernels upcast internally (``dtype=``); with a temperature the division happens
+    on a float32 copy, never on ``block`` (which may be the caller's float32 tensor).
+    """
+    fn = torch.log_softmax if log else torch.softmax
+    if temperature == 1.0:
+        return fn(block, dim=-1, dtype=torch.float32)
+    return fn(block.to(torch.float32, copy=True).div_(temperature), dim=-1)
+
+
 class _LogProbEntropy(torch.autograd.Function):
-    """(logits (..., V), index (...)) -> (logp (R,), entropy (R,)) float32, R = rows."""
+    """(logits (..., V), index (...)) -> (logp (R,), entropy (R,)) float32, R = rows.
+
+    Saves the logits (no copy), the index and the entropy; backward recomputes each chunk's
+    softmax instead of keeping a (R, V) float32 log-softmax alive between the passes.
+    """
 
     @staticmethod
     def forward(ctx, logits, index, temperature, chunk_size, with_entropy):
-        rows = index.numel()
         idx = index.reshape(-1, 1).long()  # (R, 1)
-        logp = torch.empty(rows, dtype=torch.float32, device=logits.device)
-        lse = torch.empty_like(logp)
+        logp = torch.empty(idx.shape[0], dtype=torch.float32, device=logits.device)
         entropy = torch.empty_like(logp) if with_entropy else torch.empty(0, device=logits.device)
         for start, stop, block in _row_blocks(logits, chunk_size):
-            x = block.float()  # (c, V) float32; new buffers only, the input is never modified
-            x = x / temperature if temperature != 1.0 else x
-            lse[start:stop] = torch.logsumexp(x, dim=-1)
-            logp[start:stop] = x.gather(-1, idx[start:stop]).squeeze(-1) - lse[start:stop]
+            logp_all = _softmax_f32(block, temperature, log=True)  # (c, V)
+            logp[start:stop] = logp_all.gather(-1, idx[start:stop]).squeeze(-1)
             if with_entropy:
-                logp_all = x - lse[start:stop, None]  # (c, V) log-softmax
-                entropy[start:stop] = -(logp_all.exp() * logp_all).sum(-1)
-        ctx.save_for_backward(logits, idx, lse, entropy)
-        ctx.temperature, ctx.chunk_size, ctx.with_entropy = temperature, chunk_size, with_entropy
+                entropy[start:stop] = -logp_all.exp().mul_(logp_all).sum(-1)
+        ctx.save_for_backward(logits, idx, entropy)
+        ctx.temperature, ctx.chunk_size = temperature, chunk_size
         ctx.set_materialize_grads(False)
         return logp, entropy
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_logp, grad_entropy):
-        logits, idx, lse, entropy = ctx.saved_tensors
+        logits, idx, entropy = ctx.saved_tensors
         if grad_logp is None and grad_entropy is None:
             return None, None, None, None, None
+        temperature = ctx.temperature
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
         grad_rows = grad.view(-1, logits.shape[-1])  # (R, V), contiguous
         for start, stop, block in _row_blocks(logits, ctx.chunk_size):
-            x = block.float()
-            x = x / ctx.temperature if ctx.temperature != 1.0 else x
-            logp_all = x - lse[start:stop, None]  # (c, V), a new buffer we may modify in place
-            p = logp_all.exp()
-            # d logp_i / dx = onehot_i - p ;  d H / dx = -p * (logp_all + H)
-            coef = torch.zeros_like(lse[start:stop]) if grad_logp is None else grad_logp[start:stop]
-            if grad_entropy is not None:
-                g_h = grad_entropy[start:stop, None]
-                g_x = logp_all.add_(entropy[start:stop, None]).mul_(g_h).add_(coef[:, None]).mul_(p).neg_()
+            g_logp = (
+                torch.zeros(stop - start, 1, device=grad.device)
+                if grad_logp is None
+                else grad_logp[start:stop, None]
+            )
+            # x = logits / temperature:  d logp_i / dx = onehot_i - p ;  d H / dx = -p * (log p + H)
+            if grad_entropy is None:
+                g_x = _softmax_f32(block, temperature, log=False).mul_(-g_logp)  # (c, V)
             else:
-                g_x = p.mul_(-coef[:, None])
-            g_x.scatter_add_(-1, idx[start:stop], coef[:, None])
-            grad_rows[start:stop] = g_x.div_(ctx.temperature) if ctx.temperature != 1.0 else g_x
+                logp_all = _softmax_f32(block, temperature, log=True)
+                p = logp_all.exp()
+                g_x = logp_all.add_(entropy[start:stop, None]).mul_(grad_entropy[start:stop, None])
+                g_x = g_x.add_(g_logp).mul_(p).neg_()
+            g_x.scatter_add_(-1, idx[start:stop], g_logp)
+            grad_rows[start:stop] = g_x.div_(temperature) if temperature != 1.0 else g_x
         return grad, None, None, None, None
 
 
