@@ -15,13 +15,11 @@ def aggregate(
 ) -> Tensor:
     """Reduce per-token ``values`` (N, T) over the tokens where ``mask`` (N, T) is 1, in float32.
 
-    ========  =========================================  ==========================
-    mode      result                                     ``normalizer`` when None
-    ========  =========================================  ==========================
-    token     ``sum_{i,t} m*v / normalizer``              ``mask.sum()`` (token mean)
-    sequence  ``sum_i (sum_t m*v / sum_t m) / normalizer``  ``N`` (mean of sequence means)
-    constant  ``sum_{i,t} m*v / normalizer``              required (e.g. ``N * L_max``)
-    ========  =========================================  ==========================
+    - ``token``:    ``sum_{i,t} m*v / normalizer``; default ``mask.sum()`` (token mean).
+    - ``sequence``: ``sum_i (sum_t m*v / sum_t m) / normalizer``; default ``N`` (mean of the
+      per-sequence means).
+    - ``constant``: ``sum_{i,t} m*v / normalizer``; the normalizer is required (e.g.
+      ``N * max_completion_length``).
 
     **Length bias.** With ``sequence`` every response weighs the same, so each token of a long
     response weighs less than a token of a short one: a long wrong answer is penalised less per

@@ -53,8 +53,9 @@ def gift_loss(
     (mean ``k``); ``implicit_reward_std`` (mean over groups of ``std_g k``);
     ``k_degenerate_frac`` (fraction of groups whose ``k`` are all equal); and, over groups where
     both ``R`` and ``k`` have spread (left out when there is none): ``corr_a_k`` (mean Pearson
-    correlation of ``a`` and ``k``) and ``beta_x_median`` (median -- the lower middle one for an even count -- of ``std_g R / std_g k``, the
-    per-prompt ``beta(x)`` of the optimum ``pi ∝ pi_ref * exp(R / beta(x))``).
+    correlation of ``a`` and ``k``) and ``beta_x_median`` (median, the lower middle value for an
+    even count, of ``std_g R / std_g k``: the per-prompt ``beta(x)`` of the optimum
+    ``pi ∝ pi_ref * exp(R / beta(x))``).
 
     Versus the official code (the author's verl pull request, per SPEC §2.5): same loss and
     default degeneracy; ``std_floor`` and ``sequence_normalizer`` are additions.

@@ -16,9 +16,8 @@ Count = float | Tensor | None
 
 
 def _agg_grpo(loss_t: Tensor, mask: Tensor, n_tok: Count, n_seq: Count, max_len: int | None) -> Tensor:
-    return aggregate(
-        loss_t, mask, mode="sequence", normalizer=n_seq
-    )  # mean per sequence, then over sequences
+    # mean per sequence, then over the sequences of the optimizer step
+    return aggregate(loss_t, mask, mode="sequence", normalizer=n_seq)
 
 
 def _agg_dapo(loss_t: Tensor, mask: Tensor, n_tok: Count, n_seq: Count, max_len: int | None) -> Tensor:
