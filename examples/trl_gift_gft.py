@@ -45,7 +45,7 @@ def gsm8k() -> Dataset:
     )
 
 
-def smoke_setup() -> tuple[str, Dataset]:
+def smoke_setup(path: str) -> tuple[str, Dataset]:
     """A tiny random Qwen2 with grouptune's character tokenizer, and the testbed's arithmetic rows."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -62,7 +62,6 @@ def smoke_setup() -> tuple[str, Dataset]:
         )
     )  # fmt: skip
     model.generation_config.eos_token_id = tok.eos_token_id
-    path = tempfile.mkdtemp(prefix="grouptune-smoke-")
     model.save_pretrained(path)  # a path, so GIFT's "initial" reference can be loaded like any model
     tok.save_pretrained(path)
     return path, Dataset.from_list(generate_split(16, seed=0))
@@ -79,7 +78,8 @@ def main():
     p.add_argument("--smoke", action="store_true", help="2 steps of a tiny local model on CPU, no network")
     cli = p.parse_args()
 
-    model, train = smoke_setup() if cli.smoke else (cli.model, gsm8k())
+    scratch = tempfile.TemporaryDirectory(prefix="grouptune-smoke-") if cli.smoke else None  # removed at exit
+    model, train = smoke_setup(scratch.name) if cli.smoke else (cli.model, gsm8k())
     reward = GSM8KReward("flexible")  # TRL's call shape: f(prompts, completions, answer, **columns)
     shared = dict(
         output_dir=f"runs/trl-{cli.method}", num_generations=8, per_device_train_batch_size=8,
@@ -90,7 +90,7 @@ def main():
         shared.update(
             num_generations=4, per_device_train_batch_size=4, gradient_accumulation_steps=1, max_steps=2,
             max_completion_length=32, learning_rate=1e-3, use_cpu=True, bf16=False, gradient_checkpointing=False,
-            output_dir=tempfile.mkdtemp(prefix=f"grouptune-smoke-{cli.method}-"), save_strategy="no",
+            output_dir=scratch.name, save_strategy="no",
         )  # fmt: skip
 
     if cli.method == "grpo":
