@@ -36,7 +36,7 @@ def test_same_seed_same_rows_other_seed_other_rows():
 
 @pytest.mark.parametrize("difficulty", sorted(arithmetic.DIFFICULTIES))
 def test_gold_answer_and_expert_demonstration_are_correct(difficulty):
-    rows = arithmetic.generate_split(500, seed=1, difficulty=difficulty)
+    rows = arithmetic.generate_split(100 if difficulty == "easy" else 500, seed=1, difficulty=difficulty)
     n_terms, digits = arithmetic.DIFFICULTIES[difficulty]
     assert len({r["prompt"] for r in rows}) == len(rows)
     for r in rows:
@@ -97,9 +97,31 @@ def test_bad_arguments_are_refused():
         arithmetic.generate_split(1, seed=0, difficulty="medium")
     with pytest.raises(ValueError, match="teacher_error_rate"):
         arithmetic.generate_split(1, seed=0, teacher_error_rate=1.5)
+    with pytest.raises(ValueError, match="distinct"):  # two one-digit terms: fewer than 200 problems
+        arithmetic.generate_split(1000, seed=0, difficulty="easy")
 
 
 def test_jsonl_round_trip(tmp_path):
     rows = arithmetic.generate_split(20, seed=5)
     arithmetic.write_jsonl(rows, tmp_path / "d" / "x.jsonl")
     assert arithmetic.read_jsonl(tmp_path / "d" / "x.jsonl") == rows
+
+
+def test_careless_student_forgets_every_carry_and_borrow():
+    assert arithmetic.careless(95, "+", 17) == 102  # 5+7 -> 2 (carry lost), 9+1 -> 10
+    assert arithmetic.careless(95, "+", 5) == 90
+    assert arithmetic.careless(52, "-", 17) == 45  # 2-7 -> 5 (borrow not paid), 5-1 -> 4
+    assert arithmetic.careless(347, "+", 52) == 399  # nothing carries: right
+    rng = random.Random(1)
+    for _ in range(2000):
+        a, b, op = rng.randrange(1000), rng.randrange(1000), rng.choice("+-")
+        a, b = (b, a) if op == "-" and b > a else (a, b)
+        if len(str(eval(f"{a}{op}{b}"))) > len(str(max(a, b))):
+            continue  # the top column's carry is written in full, so it is not "dropped"
+        dropped = arithmetic._dropped_carries(a, op, b)
+        assert (arithmetic.careless(a, op, b) == eval(f"{a}{op}{b}")) == (not dropped)
+        if len(dropped) == 1:
+            assert arithmetic.careless(a, op, b) == dropped[0]
+    steps = arithmetic.careless_solution([95, 17, 3], ["+", "-"])
+    assert arithmetic.format_solution(steps) == "95+17=102\n102-3=109\n#### 109"
+    assert arithmetic.careless_solution([5, 90, 99], ["+", "-"]) is None  # 95-99 would go negative

@@ -13,6 +13,8 @@ Besides the expert demonstration (the correct solution) every row carries
 probability ``teacher_error_rate``; a wrong one makes a single plausible slip in one
 step -- a dropped carry or borrow, or one digit off by one -- and then computes the
 remaining steps correctly from the wrong partial result, so the final answer is wrong.
+``careless_solution`` is a student who forgets every carry and borrow; the base model's
+pretraining corpus contains such solutions (see ``grouptune.testbed.pretrain``).
 
 Everything is a pure function of a ``random.Random``; ``generate_split`` is
 deterministic from its seed.
@@ -27,9 +29,9 @@ from pathlib import Path
 
 #: (number of terms, digits per term) for each difficulty.
 DIFFICULTIES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "easy": ((2,), (1, 2)),
-    "standard": ((2, 3), (2, 3)),  # the in-distribution task
-    "hard": ((4,), (2, 3)),  # one more step than anything in "standard"
+    "easy": ((2,), (1,)),
+    "standard": ((2, 3), (1, 2)),  # the in-distribution task
+    "hard": ((3, 4), (2, 3)),  # longer numbers, one more step
 }
 
 PROMPT_TEMPLATE = "Q:{expr}\nA:"
@@ -150,6 +152,32 @@ def wrong_solution(rng: random.Random, terms: list[int], ops: list[str]) -> list
     raise RuntimeError(f"no plausible slip found for {expression(terms, ops)}")  # pragma: no cover
 
 
+def careless(a: int, op: str, b: int) -> int:
+    """``a op b`` column by column with every carry and borrow forgotten (the top column is
+    written in full): ``95+17 -> 102``, ``52-17 -> 45``. Equals ``a op b`` when nothing carries."""
+    result, place = 0, 1
+    while a or b:
+        da, db, a, b = a % 10, b % 10, a // 10, b // 10
+        top = a == 0 and b == 0
+        digit = da + db if op == "+" else da - db
+        result += (digit if top and op == "+" else digit % 10) * place
+        place *= 10
+    return result
+
+
+def careless_solution(terms: list[int], ops: list[str]) -> list[tuple[int, str, int, int]] | None:
+    """The worked solution of a student who never carries or borrows; None if a total goes negative."""
+    steps = []
+    total = terms[0]
+    for op, b in zip(ops, terms[1:]):
+        if op == "-" and total < b:
+            return None
+        result = careless(total, op, b)
+        steps.append((total, op, b, result))
+        total = result
+    return steps
+
+
 def make_row(
     rng: random.Random, difficulty: str = "standard", teacher_error_rate: float = 0.3, n_teacher: int = 3
 ) -> dict:
@@ -183,9 +211,13 @@ def generate_split(
     rng = random.Random(f"grouptune-arithmetic:{seed}:{difficulty}")
     seen = set(exclude)
     rows = []
+    misses = 0
     while len(rows) < n:
         row = make_row(rng, difficulty, teacher_error_rate, n_teacher)
         if row["prompt"] in seen:
+            misses += 1
+            if misses > 100 * n + 10_000:
+                raise ValueError(f"found only {len(rows)} distinct new {difficulty!r} problems, {n} asked")
             continue
         seen.add(row["prompt"])
         rows.append(row)

@@ -1,0 +1,20 @@
+"""Where the shipped testbed files live (inside the installed package)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SPLITS = ("train", "test", "test_hard")
+
+
+def base_model_path() -> Path:
+    """Directory of the pretrained base model and its tokenizer (loads with ``from_pretrained``)."""
+    return ASSETS / "base"
+
+
+def data_path(split: str) -> Path:
+    """The ``.jsonl`` file of a shipped split: ``train``, ``test`` or ``test_hard``."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown testbed split {split!r}; valid: {list(SPLITS)}")
+    return ASSETS / "data" / f"{split}.jsonl"
