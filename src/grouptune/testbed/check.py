@@ -41,11 +41,14 @@ def generate(
     batch_size: int = 256,
 ) -> list[str]:
     """Completions for ``prompts`` (greedy when ``temperature == 0``), batched with left padding."""
-    tokenizer.padding_side = "left"
     out = []
     for i in range(0, len(prompts), batch_size):
         enc = tokenizer(
-            prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+            prompts[i : i + batch_size],
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            add_special_tokens=False,
         )
         kwargs = (
             {"do_sample": False}
