@@ -14,11 +14,9 @@ def _weights(seed: int) -> dict[str, torch.Tensor]:
 
 
 def test_same_seed_gives_identical_weights_other_seed_does_not():
-    threads = torch.get_num_threads()
-    try:
-        a, b, c = _weights(0), _weights(0), _weights(1)
-    finally:
-        torch.set_num_threads(threads)
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    a, b, c = _weights(0), _weights(0), _weights(1)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before  # restored
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
@@ -27,14 +25,10 @@ def test_same_seed_gives_identical_weights_other_seed_does_not():
 
 
 def test_command_line_writes_a_loadable_model_and_the_splits(tmp_path):
-    threads = torch.get_num_threads()
     args = ["--out", str(tmp_path / "m"), "--data-out", str(tmp_path / "d"), "--log-every", "1000"]
     for k, v in TINY.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
-    try:
-        pretrain.main(args)
-    finally:
-        torch.set_num_threads(threads)
+    pretrain.main(args)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
     tok = AutoTokenizer.from_pretrained(tmp_path / "m")
     assert model.config.hidden_size == 32 and tok.eos_token_id == model.config.eos_token_id == 1

@@ -154,9 +154,22 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
 
 
 def pretrain(cfg: PretrainConfig, exclude: set[str] = frozenset(), verbose: bool = True):
-    """Train the base model; returns ``(model, tokenizer)``."""
+    """Train the base model; returns ``(model, tokenizer)``.
+
+    Runs with ``cfg.threads`` threads and deterministic algorithms, then restores the
+    caller's settings.
+    """
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True)
+    try:
+        return _pretrain(cfg, exclude, verbose)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _pretrain(cfg: PretrainConfig, exclude: set[str], verbose: bool):
     tokenizer = build_tokenizer()
     model = build_model(cfg, tokenizer)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
