@@ -31,7 +31,7 @@ from pathlib import Path
 DIFFICULTIES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "easy": ((2,), (1,)),
     "standard": ((2, 3), (1, 2)),  # the in-distribution task
-    "hard": ((3, 4), (2, 3)),  # longer numbers, one more step
+    "hard": ((3,), (2, 3)),  # longer numbers, always three terms
 }
 
 PROMPT_TEMPLATE = "Q:{expr}\nA:"
