@@ -38,8 +38,12 @@ def add_subcommands(sub, formatter) -> None:
         help="Post-train the shipped tiny model with GFT and GIFT and print held-out accuracy before/after.",
     )  # fmt: skip
     demo.add_argument("--methods", default="gft,gift", help="Comma-separated methods (default: 'gft,gift').")
-    demo.add_argument("--batches", type=int, default=0, help="Rollout batches per method (default: 0 = the config's).")
-    demo.add_argument("--output-dir", default="runs/demo", help="Where runs are written (default: 'runs/demo').")
+    demo.add_argument(
+        "--batches", type=int, default=0, help="Rollout batches per method (default: 0 = the config's)."
+    )
+    demo.add_argument(
+        "--output-dir", default="runs/demo", help="Where runs are written (default: 'runs/demo')."
+    )
     demo.add_argument("--seed", type=int, default=0, help="Seed (default: 0).")
     demo.set_defaults(run=run_demo)
 
@@ -48,11 +52,18 @@ def add_subcommands(sub, formatter) -> None:
         help="Run several methods on identical data, seeds and budget; write a report directory.",
     )  # fmt: skip
     suites = sorted(p.stem.removeprefix("compare_") for p in CONFIGS.glob("compare_*.yaml"))
-    cmp.add_argument("--suite", required=True, help=f"One of: {', '.join(suites)}; or a path to a suite YAML.")
+    cmp.add_argument(
+        "--suite", required=True, help=f"One of: {', '.join(suites)}; or a path to a suite YAML."
+    )
     cmp.add_argument("--seeds", default="", help="Comma-separated seeds (default: '' = the suite's).")
     cmp.add_argument("--output-dir", default="", help="Report directory (default: '' = reports/<suite>).")
-    cmp.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                     help="Dotted overrides applied to every run, e.g. optim.total_batches=4 (default: none).")
+    cmp.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Dotted overrides applied to every run, e.g. optim.total_batches=4 (default: none).",
+    )
     cmp.set_defaults(run=run_compare)
 
 
@@ -138,14 +149,22 @@ def compare(suite: dict, seeds: list[int], out: Path, extra: dict) -> dict:
             model_path = None
             for i, stage in enumerate(run.get("stages", [run])):
                 stage_dir = out / "runs" / _slug(label) / f"seed{seed}" / f"stage{i}"
-                overrides = {**suite.get("common", {}), **_settings(stage), **extra,
-                             "optim.seed": seed, "log.output_dir": str(stage_dir), "log.progress": False}
+                overrides = {
+                    **suite.get("common", {}),
+                    **_settings(stage),
+                    **extra,
+                    "optim.seed": seed,
+                    "log.output_dir": str(stage_dir),
+                    "log.progress": False,
+                }
                 if model_path:
                     overrides["model.name_or_path"] = model_path
                 cfg = testbed_config(overrides)
                 t0 = time.perf_counter()
                 final = Trainer(cfg).train()
-                print(f"[compare] {label} seed {seed} stage {i}: {time.perf_counter() - t0:.0f} s", flush=True)
+                print(
+                    f"[compare] {label} seed {seed} stage {i}: {time.perf_counter() - t0:.0f} s", flush=True
+                )
                 model_path = str(stage_dir / "final")
             curve = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
             results[label][seed] = {"final": final, "curve": curve}

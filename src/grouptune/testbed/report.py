@@ -88,7 +88,12 @@ def plot_curves(results: dict, path: Path) -> None:
                         series.setdefault(rec["batch"], []).append(rec[key])
             if series:
                 xs = sorted(series)
-                ax.plot(xs, [mean_std(series[x])[0] for x in xs], marker="." if len(xs) < 30 else None, label=label)
+                ax.plot(
+                    xs,
+                    [mean_std(series[x])[0] for x in xs],
+                    marker="." if len(xs) < 30 else None,
+                    label=label,
+                )
         ax.set_title(title)
         ax.set_xlabel("rollout batch")
         ax.grid(alpha=0.3)
@@ -101,7 +106,9 @@ def plot_curves(results: dict, path: Path) -> None:
 
 def write_report(suite: dict, results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1, default=str))
+    (out / "results.json").write_text(
+        json.dumps({str(k): v for k, v in results.items()}, indent=1, default=str)
+    )
     plot_curves(results, out / "curves.png")
     seeds = sorted({s for r in results.values() for s in r})
     parts = [
@@ -111,6 +118,9 @@ def write_report(suite: dict, results: dict, out: Path) -> None:
         accuracy_table(results) + "\n",
     ]
     if "target_accuracy" in suite:
-        parts += ["## Convergence and over-fitting\n", convergence_table(results, suite["target_accuracy"]) + "\n"]
+        parts += [
+            "## Convergence and over-fitting\n",
+            convergence_table(results, suite["target_accuracy"]) + "\n",
+        ]
     parts.append("![learning curves](curves.png)\n")
     (out / "report.md").write_text("\n".join(parts))
