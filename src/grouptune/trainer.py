@@ -424,7 +424,7 @@ class Trainer:
             cmask = mb.completion_mask.float()
             metrics = {f"{m.name}/{k}": v for k, v in metrics.items()}
             metrics["loss"] = loss.item()
-            metrics["entropy"] = float((entropy * cmask).sum() / cmask.sum().clamp(min=1))
+            metrics["entropy"] = float((entropy.detach() * cmask).sum() / cmask.sum().clamp(min=1))
             logs.append(metrics)
         out = _mean_dicts(logs)
         out["loss"] = sum(x["loss"] for x in logs)  # micro-batch losses add up to the step's loss
