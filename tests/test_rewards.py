@@ -248,11 +248,12 @@ def test_on_error_unjudged_logs_and_marks_rows(caplog):
     fns = [RewardFunction("math", constant([1.0, 0.0])), RewardFunction("fragile", fails_on_long)]
     with caplog.at_level(logging.WARNING, logger="grouptune.rewards"):
         result = compute_rewards(fns, ["p", "p"], ["0123456789", "ok"], {}, on_error="unjudged")
-    assert result.unjudged.tolist() == [True, True]
+    assert result.unjudged.tolist() == [True, False]  # only the row it fails on
+    torch.testing.assert_close(result.per_function["fragile"], torch.tensor([math.nan, 1 / 8]), equal_nan=True)
     torch.testing.assert_close(result.per_function["math"], torch.tensor([1.0, 0.0]))
     assert "fragile" in result.failures and "batch index 0" in result.failures["fragile"]
     (record,) = [r for r in caplog.records if "fragile" in r.getMessage()]
-    assert "count as unjudged" in record.getMessage() and record.exc_info is not None
+    assert "1 of 2 rows count as unjudged" in record.getMessage() and record.exc_info is not None
     assert "ZeroDivisionError" in caplog.text  # the traceback is in the log
 
 
@@ -270,8 +271,8 @@ def test_invalid_outputs_are_errors(values, match):
     fn = RewardFunction("bad", lambda prompts, completions, **c: values)
     with pytest.raises(RewardError, match=match):
         compute_rewards([fn], ["p", "p"], ["c", "c"], {}, row_ids=[7, 8])
-    result = compute_rewards([fn], ["p", "p"], ["c", "c"], {}, on_error="unjudged")
-    assert result.unjudged.tolist() == [True, True]
+    with pytest.raises(RewardError, match=match):  # a broken contract, not a row it cannot judge
+        compute_rewards([fn], ["p", "p"], ["c", "c"], {}, row_ids=[7, 8], on_error="unjudged")
 
 
 def test_misaligned_batches_are_caller_errors():

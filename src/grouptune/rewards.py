@@ -20,10 +20,11 @@ How a batch is scored (``compute_rewards``):
     0 means "logged only"). A row is *unjudged* (NaN in ``total``) when any weighted function
     returned None for it: a sum with a missing term cannot be compared fairly with complete
     ones. ``per_function`` keeps every function's scores (NaN where it returned None).
-    A function that raises, returns the wrong number of values, a NaN/inf or a non-number is
-    a ``RewardError`` naming the function and the row (``on_error="raise"``, default), or —
-    with ``on_error="unjudged"`` — the batch's rows count as unjudged for that function and a
-    warning with the traceback is logged. Never a silent zero.
+    A function that returns the wrong number of values, a NaN/inf or a non-number is a
+    ``RewardError`` naming the function and the row. So is one that raises (``on_error="raise"``,
+    default), unless ``on_error="unjudged"``: then a warning with the traceback is logged and
+    the rows it raises on (it is called again one row at a time) count as unjudged for that
+    function. Never a silent zero.
 
 Time limits for ``math``: math-verify's own limits use ``signal.alarm``, which exists only
 in the main thread (elsewhere it raises). We switch them off and impose our own limit on
@@ -254,7 +255,7 @@ class RewardModel:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, trust_remote_code=trust_remote_code
+            path, num_labels=1, trust_remote_code=trust_remote_code, use_safetensors=True
         )
         self.model.config.pad_token_id = self.tokenizer.pad_token_id  # finds each row's last token
         self.model.eval().requires_grad_(False).to(device or "cpu")
@@ -435,6 +436,21 @@ def _score(rf, prompts, completions, columns, row_ids) -> list[float]:
     return _as_floats(rf, out, len(completions), row_ids)
 
 
+def _score_rows(rf, prompts, completions, columns, row_ids) -> list[float]:
+    """One row at a time after a failure (``on_error="unjudged"``): NaN for the rows that fail."""
+    values = []
+    for i in range(len(completions)):
+        rows = slice(i, i + 1)
+        try:
+            ids = row_ids[rows] if row_ids is not None else None
+            values += _score(rf, prompts[rows], completions[rows], {k: v[rows] for k, v in columns.items()}, ids)
+        except RewardError as err:
+            if err.__cause__ is None:  # an invalid output is an error even here
+                raise
+            values.append(math.nan)
+    return values
+
+
 def _check_batch(prompts, completions, columns, row_ids) -> None:
     n = len(completions)
     if len(prompts) != n:
@@ -473,11 +489,12 @@ def compute_rewards(
         try:
             values = _score(rf, prompts, completions, columns, row_ids)
         except RewardError as err:
-            if on_error == "raise":
+            if on_error == "raise" or err.__cause__ is None:  # None: it returned something invalid
                 raise
-            logger.warning("%s; its %d rows count as unjudged", err, n, exc_info=err)
+            values = _score_rows(rf, prompts, completions, columns, row_ids)
+            bad = sum(math.isnan(v) for v in values)
+            logger.warning("%s; %d of %d rows count as unjudged", err, bad, n, exc_info=err)
             failures[rf.name] = str(err)
-            values = [math.nan] * n
         per_function[rf.name] = torch.tensor(values, dtype=torch.float32)  # (N,)
     total = torch.zeros(n, dtype=torch.float32)
     for rf in reward_fns:
