@@ -8,7 +8,8 @@ Nothing here unpickles: a checkpoint directory holds
     state.json               optimizer scalars and param groups, scheduler, trainer counters
 
 Writes are atomic: a checkpoint is written into ``<name>.tmp`` and renamed when complete,
-so a crash while saving leaves the previous checkpoint as the latest complete one.
+so a crash while saving leaves the previous checkpoint as the latest complete one; the next
+save removes such leftovers. Every file is flushed to disk before the rename.
 """
 
 from __future__ import annotations
@@ -90,16 +91,27 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, trainer_state: dict
         "scheduler": scheduler.state_dict(),
         "python_random": _py_random_state(),
     }
+    for f in tmp.iterdir():  # on disk before the rename makes the checkpoint visible
+        _fsync(f)
     _write_json(tmp / "state.json", state)  # written last: its presence marks a complete checkpoint
-    if path.exists():
-        shutil.rmtree(path)
+    _fsync(tmp)
+    if path.exists():  # the same batch saved again: set the old copy aside, never delete it first
+        os.replace(path, path.with_name(path.name + ".old"))
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    _fsync(path.parent)
+    _prune(path.parent, keep_last)
+    return path
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    """Remove leftovers of interrupted saves (``*.tmp``, ``*.old``) and all but the ``keep_last`` newest."""
+    for p in root.iterdir():
+        if p.suffix in (".tmp", ".old") and CKPT_RE.match(p.stem):
+            shutil.rmtree(p, ignore_errors=True)
     if keep_last > 0:
-        done = sorted((p for p in path.parent.iterdir() if CKPT_RE.match(p.name)), key=lambda p: p.name)
+        done = sorted((p for p in root.iterdir() if CKPT_RE.match(p.name)), key=lambda p: p.name)
         for old in done[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
-    return path
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
@@ -133,7 +145,8 @@ def _write_json(path: Path, obj) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's entries') data to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
