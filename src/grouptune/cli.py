@@ -16,6 +16,7 @@ import json
 import sys
 
 from grouptune.config import ConfigError, iter_fields, load_config, parse_cli_value
+from grouptune.data import DataError
 
 EVAL_SECTIONS = ("model", "data", "reward", "rollout", "log")
 
@@ -72,17 +73,34 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
-            from grouptune.trainer import Trainer
-
-            cfg = load_config(args.config, _overrides(args))
-            Trainer(cfg).train()
-            return 0
+            return _train(args)
         if args.command == "eval":
             return _eval(args)
         return args.run(args)
     except ConfigError as e:
         print(f"grouptune: configuration error: {e}", file=sys.stderr)
         return 2
+    except DataError as e:
+        print(f"grouptune: data error: {e}", file=sys.stderr)
+        return 2
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Exit status: 0 done; 1 stopped by non-finite steps (``TrainingError``); 128 + N stopped
+    by signal N (SIGTERM 143, SIGINT 130) after saving a checkpoint to resume from."""
+    from grouptune.trainer import Trainer, TrainingError
+
+    trainer = Trainer(load_config(args.config, _overrides(args)))
+    try:
+        trainer.train()
+    except TrainingError as e:
+        print(f"grouptune: training stopped: {e}", file=sys.stderr)
+        return 1
+    if trainer.stop_signal is not None:
+        print(f"grouptune: interrupted by signal {trainer.stop_signal} at rollout batch {trainer.state['batch']}; "
+              "checkpoint saved, continue with --checkpoint.resume true", file=sys.stderr)
+        return 128 + trainer.stop_signal
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
