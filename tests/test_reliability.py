@@ -7,7 +7,8 @@ What each test shows (the unit tests of data validation and reward scoring live 
   exit with 128 + N; ``--checkpoint.resume true`` then ends with the same weights, bit for bit,
   as a run that was never interrupted;
 - a checkpoint save that fails halfway leaves the previous checkpoint the latest, loadable,
-  and resumable bit-exactly; leftover ``*.tmp`` directories are ignored, then removed;
+  and resumable bit-exactly; leftover ``*.tmp`` directories are ignored, then removed; log
+  records of batches after the checkpoint are written once, by the resumed run;
 - a non-finite loss or gradient skips the step (weights and optimizer untouched), is logged,
   and stops the run after ``optim.max_bad_steps`` in a row with the checkpoints intact;
 - a reward function that raises, returns NaN or None, inside the trainer;
@@ -43,6 +44,7 @@ from grouptune import checkpoint as ckpt
 from grouptune import cli
 from grouptune.config import ModelConfig, load_config
 from grouptune.data import DataError
+from grouptune.methods import METHODS
 from grouptune.modeling import load_model_and_tokenizer
 from grouptune.rewards import RewardError
 from grouptune.trainer import Trainer, TrainingError
@@ -181,7 +183,8 @@ def test_sigterm_mid_training_saves_exits_143_and_resumes_bit_exactly(files, ref
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while not ((out / "metrics.jsonl").is_file() and records(out)):  # batch 1 done: mid-training
+        metrics = out / "metrics.jsonl"
+        while not (metrics.is_file() and "\n" in metrics.read_text()):  # batch 1 logged: mid-training
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
@@ -251,13 +254,20 @@ def test_save_failing_halfway_keeps_the_previous_checkpoint(files, reference, tm
     stale = tmp_path / "checkpoints" / "checkpoint-0000009.tmp"  # a complete-looking leftover
     shutil.copytree(ckpt.checkpoint_dir(tmp_path, 1), stale)
     assert ckpt.latest_checkpoint(tmp_path) == ckpt.checkpoint_dir(tmp_path, 1)
+    assert [r["batch"] for r in records(tmp_path)] == [1, 2]  # batch 2 was logged before its save failed
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"batch": 3, "lo')  # and a record cut short by the crash
 
     trainer = make_trainer(files, tmp_path, **{"checkpoint.resume": True, "optim.total_batches": 3,
                                                 "checkpoint.save_every": 1})  # fmt: skip
     trainer.train()  # resumes from batch 1, saves checkpoints 2 and 3
     assert_same(model_weights(trainer), ckpt_weights(reference, 3))
+    assert [r["batch"] for r in records(tmp_path)] == [1, 2, 3]  # batch 2 logged once, by the resumed run
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["checkpoint-0000002", "checkpoint-0000003"]  # leftovers removed, keep_last = 2
+    trainer.save_checkpoint()  # the same batch again: replaced in place, nothing left over
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == names
+    assert_same(ckpt_weights(tmp_path, 3), ckpt_weights(reference, 3))
 
 
 # ============================================================================ non-finite steps
@@ -304,6 +314,13 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(files, tmp_path, clean_e
     state = ckpt.load_checkpoint(last, fresh.model, fresh.optimizer.optimizer, fresh.scheduler)
     assert state["optimizer_steps"] == 2
     assert {int(s["step"]) for s in fresh.optimizer.optimizer.state.values()} == {2}  # Adam skipped too
+
+
+def test_cli_exits_1_with_the_reason_when_steps_stay_non_finite(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(METHODS, "grpo", poisoned(METHODS["grpo"], {1: "nan", 2: "nan", 3: "nan", 4: "nan"}))
+    assert cli.main(cli_args(files, tmp_path, **{"optim.max_bad_steps": 3})) == 1
+    assert "grouptune: training stopped: 3 optimizer steps in a row" in capsys.readouterr().err
+    assert [r["skipped_steps"] for r in records(tmp_path)] == [2]  # batch 1: both steps skipped
 
 
 # ============================================================================ failing rewards
