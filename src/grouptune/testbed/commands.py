@@ -71,26 +71,33 @@ def add_subcommands(sub, formatter) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    overrides = {"optim.total_batches": args.batches} if args.batches else {}
+    demo(methods, Path(args.output_dir), args.seed, overrides)
+    return 0
+
+
+def demo(methods: list[str], out: Path, seed: int = 0, overrides: dict | None = None) -> dict:
+    """Evaluate the shipped base model, post-train it with each method, print before -> after."""
+    from transformers.utils import logging as hf_logging
+
     from grouptune.evaluation import evaluate_model
     from grouptune.metrics import format_table
     from grouptune.trainer import Trainer
 
-    out = Path(args.output_dir)
-    common = {"optim.seed": args.seed}
-    if args.batches:
-        common["optim.total_batches"] = args.batches
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would bury the tables
+    common = {"optim.seed": seed, **(overrides or {})}
     t0 = time.perf_counter()
-    base_cfg = testbed_config(common)
-    before = evaluate_model(base_cfg)
+    before = evaluate_model(testbed_config(common))
     print("held-out accuracy of the shipped base model:\n" + format_table(before))
     rows = {}
-    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+    for method in methods:
         cfg = testbed_config({**common, "method.name": method, "log.output_dir": str(out / method)})
         final = Trainer(cfg).train()
         rows[method] = {s: _split_result(final, s) for s in EVAL_SPLITS}
     print(f"\nheld-out accuracy before -> after post-training ({time.perf_counter() - t0:.0f} s in all):")
     print(_before_after_table(before, rows))
-    return 0
+    return rows
 
 
 def _split_result(metrics: dict, split: str) -> dict:
