@@ -32,6 +32,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     name_or_path: str = _f("", "Hugging Face model id or local directory of the policy (and of the initial reference).")
     dtype: str = _f("float32", "Parameter dtype: float32, bfloat16 or float16.")
+    mixed_precision: str = _f("", "Autocast through accelerate: bf16, fp16 or no (empty = the launcher's setting, else no). Weights stay in `dtype`.")
     trust_remote_code: bool = _f(False, "Allow model/tokenizer code from the checkpoint's repository. Off unless you trust it.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
     ref_on_cpu: bool = _f(False, "Keep the frozen reference model on CPU (saves accelerator memory, costs time).")

@@ -23,7 +23,9 @@ import copy
 import hashlib
 import json
 import math
+import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ from accelerate import Accelerator
 from grouptune import checkpoint as ckpt
 from grouptune.advantages import group_advantages
 from grouptune.config import ConfigError, TrainConfig, config_to_dict
-from grouptune.data import Example, load_examples
+from grouptune.data import DataError, Example, load_examples, reward_columns
 from grouptune.methods import (
     LossInputs,
     Method,
@@ -107,7 +109,7 @@ class Trainer:
         check_method_config(cfg.method)
         self.method = get_method(cfg.method.name)
         self.out = Path(cfg.log.output_dir)
-        self.acc = Accelerator(log_with=cfg.log.report_to or None, project_dir=str(self.out))
+        self.acc = _accelerator(cfg)
         self.plan = make_plan(cfg, self.method, self.acc.num_processes)
         torch.manual_seed(cfg.optim.seed)
 
@@ -127,8 +129,7 @@ class Trainer:
 
         # --------------------------------------------------------------- data and rewards
         d = cfg.data
-        self.train_data = load_examples(d, d.train, self.tokenizer, split=d.train_split)
-        self.eval_data = {src: load_examples(d, src, self.tokenizer, split=d.eval_split) for src in d.eval}
+        self.train_data, self.eval_data = _load_data(cfg, self.tokenizer, self.plan)  # DataError before training
         _check_off_policy(self.train_data, self.method, self.plan, d.train)
         self.reward_fns = build_reward_functions(cfg.reward)
 
@@ -141,7 +142,7 @@ class Trainer:
         self.scheduler = _scheduler(self.optimizer, o.scheduler, o.warmup_steps, o.total_batches * o.steps_per_rollout)
         self.model, self.optimizer = self.acc.prepare(model, self.optimizer)
         self.state = {"batch": 0, "cursor": 0, "optimizer_steps": 0, "bad_steps": 0}
-        self._stop_signal: int | None = None
+        self.stop_signal: int | None = None  # set by SIGTERM / SIGINT during train()
 
     # ================================================================== the loop
     def train(self) -> dict:
@@ -171,12 +172,14 @@ class Trainer:
                 last = metrics
                 progress.update(1)
                 progress.set_postfix(_postfix(metrics), refresh=False)
-                if cfg.checkpoint.save_every and b % cfg.checkpoint.save_every == 0:
+                stop = self._signalled()
+                if stop or (cfg.checkpoint.save_every and b % cfg.checkpoint.save_every == 0):
                     self.save_checkpoint()
-                if self._stop_signal is not None:
-                    self.save_checkpoint()
-                    self.acc.print(f"stopped by signal {self._stop_signal}; resume with --checkpoint.resume true")
+                if stop:
+                    self.acc.print(f"stopped by signal {self.stop_signal} after rollout batch {b}; "
+                                   "resume with --checkpoint.resume true")
                     progress.close()
+                    self.acc.end_training()
                     return last
         progress.close()
         if self.eval_data:
@@ -188,14 +191,30 @@ class Trainer:
         self.acc.end_training()
         return last
 
+    def _signalled(self) -> bool:
+        """Did any process get SIGTERM / SIGINT? Every process then stops after the same batch."""
+        signum = self.stop_signal or 0
+        if self.plan.world > 1:
+            signum = int(self.acc.reduce(torch.tensor([signum], device=self.acc.device), reduction="max").item())
+        self.stop_signal = signum or None
+        return bool(signum)
+
     # ================================================================== groups, rewards, advantages
-    def next_examples(self, n: int) -> list[Example]:
-        """The next ``n`` prompts of this process; every process draws the same global window."""
-        W, r = self.plan.world, self.acc.process_index
+    def next_examples(self, n: int, steps: int = 1) -> list[Example]:
+        """The next ``n`` prompts of this process; every process draws from the same global window."""
         start = self.state["cursor"]
-        self.state["cursor"] += n * W
-        idx = [self._order(start + i) for i in range(n * W)]
-        return [self.train_data[i] for i in idx[r * n : (r + 1) * n]]
+        self.state["cursor"] += n * self.plan.world
+        return [self.train_data[self._order(start + i)] for i in self._global_groups(n, steps)]
+
+    def _global_groups(self, n: int, steps: int) -> list[int]:
+        """Positions in the global window of this process's ``n`` groups, used in ``steps`` optimizer steps.
+
+        The window is laid out step-major: optimizer step ``s`` of all processes together sees the
+        groups a single process sees in its step ``s``, so the number of processes does not
+        change the training trajectory.
+        """
+        W, r, per = self.plan.world, self.acc.process_index, n // steps
+        return [(s * W + r) * per + j for s in range(steps) for j in range(per)]
 
     def _order(self, position: int) -> int:
         """Data order: a seeded permutation per epoch."""
@@ -209,7 +228,7 @@ class Trainer:
     def make_batch(self) -> tuple[Batch, dict]:
         """Build, score and advantage this process's groups of one rollout batch."""
         plan, cfg = self.plan, self.cfg
-        examples = self.next_examples(plan.groups)
+        examples = self.next_examples(plan.groups, steps=cfg.optim.steps_per_rollout)
         batch = self.build_groups(examples, round_=0)
         rewards, per_fn, completions = self.score(batch, examples)
         stats = {"groups/resampled": 0.0}
@@ -257,7 +276,8 @@ class Trainer:
 
         A chunk's seed depends on (seed, batch, round, global position of the chunk), so
         processes sample differently, and one process running the whole batch in chunks of
-        the same size samples exactly what several processes do.
+        the same size samples exactly what several processes do (when a chunk holds at most
+        the rollouts of one optimizer step of one process).
         """
         M = self.plan.on_policy
         if M == 0:
@@ -265,12 +285,14 @@ class Trainer:
         r = self.cfg.rollout
         prompts = [ex.prompt_ids for ex in examples for _ in range(M)]
         chunk = r.generation_batch_size or len(prompts)
-        first = self.acc.process_index * len(prompts)
+        steps = self.cfg.optim.steps_per_rollout if round_ == 0 else 1  # as next_examples laid them out
+        where = self._global_groups(len(examples), steps)
         model = self.acc.unwrap_model(self.model)
         out: list[tuple[list[int], bool]] = []
         model.eval()
         for s in range(0, len(prompts), chunk):
-            torch.manual_seed(_seed_for(self.cfg.optim.seed, self.state["batch"], round_, first + s))
+            position = where[s // M] * M + s % M  # of the chunk's first rollout in the global batch
+            torch.manual_seed(_seed_for(self.cfg.optim.seed, self.state["batch"], round_, position))
             ids, cut = sample(
                 model, prompts[s : s + chunk], pad_id=self.tokenizer.pad_token_id, eos_ids=self.eos_ids,
                 max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
@@ -288,12 +310,8 @@ class Trainer:
             skip_special_tokens=True,
         )
         prompts = [ex.prompt_text for ex in examples for _ in range(G)]
-        columns: dict[str, list] = {"answer": [ex.answer for ex in examples for _ in range(G)]}
-        for key in examples[0].row if examples else []:
-            if key != "answer":
-                columns[key] = [ex.row.get(key) for ex in examples for _ in range(G)]
         result = compute_rewards(
-            self.reward_fns, prompts, completions, columns,
+            self.reward_fns, prompts, completions, reward_columns(examples, G),
             on_error=self.cfg.reward.on_error, row_ids=batch.example_index.tolist(),
         )  # fmt: skip
         rewards = result.total.clone()
@@ -352,31 +370,39 @@ class Trainer:
     def add_fixed_logprobs(self, batch: Batch) -> None:
         """Old (sampling policy) and reference log-probs, computed once per rollout batch.
 
-        "Old" log-probs are only computed when the policy moves before the batch is used up
-        (several optimizer steps per rollout batch); with one step they equal the current
-        log-probs, which the loss then takes detached (as TRL does).
+        "Old" log-probs are only computed where the policy has moved since sampling: for the
+        mini-batches of the second and later optimizer steps of a rollout batch. In the first
+        step they equal the current log-probs, which the loss then takes detached (as TRL does):
+        the same numbers without a second forward pass.
         """
         m = self.cfg.method
         temp = self.cfg.rollout.temperature if self.method.tempered else 1.0
         micro = self.plan.groups_per_micro
         policy = self.acc.unwrap_model(self.model)
         if self.method.needs_old(m) and self.cfg.optim.steps_per_rollout > 1:
-            batch.old_logp = self._logprobs_in_chunks(policy, batch, temp, micro)
+            with self.acc.autocast():  # the training forward's precision, so the first ratio is 1
+                # skipping the first optimizer step's groups: update() uses the current log-probs there
+                start = self.plan.groups_per_step
+                batch.old_logp = self._logprobs_in_chunks(policy, batch, temp, micro, start=start)
         if self.method.needs_ref_model(m):
             if self.ref_model is not None:
                 device = next(self.ref_model.parameters()).device
                 batch.ref_logp = self._logprobs_in_chunks(self.ref_model, batch, temp, micro, device=device)
             else:  # LoRA: the reference is the base model, i.e. the policy with its adapter disabled
-                with policy.disable_adapter():
+                with policy.disable_adapter(), self.acc.autocast():
                     batch.ref_logp = self._logprobs_in_chunks(policy, batch, temp, micro)
 
-    def _logprobs_in_chunks(self, model, batch: Batch, temp: float, groups: int, device=None) -> torch.Tensor:
+    def _logprobs_in_chunks(
+        self, model, batch: Batch, temp: float, groups: int, device=None, start: int = 0
+    ) -> torch.Tensor:
+        """(N, T) log-probs of groups ``start ..`` in chunks of ``groups``; NaN for the groups before."""
         device = device or self.acc.device
-        out = torch.zeros(batch.completion_ids.shape, dtype=torch.float32)
         G = batch.group_size
+        out = torch.zeros(batch.completion_ids.shape, dtype=torch.float32)
+        out[: start * G] = float("nan")  # not computed: a NaN loss (a skipped step) if ever used
         was_training = model.training
         model.eval()
-        for g in range(0, batch.num_groups, groups):
+        for g in range(start, batch.num_groups, groups):
             part = batch.groups(g, g + groups).trimmed()
             logp, _ = completion_logprobs(model, part.to(device), temperature=temp)
             out[g * G : (g + groups) * G, : logp.shape[1]] = logp.float().cpu()
@@ -390,8 +416,24 @@ class Trainer:
         logs: list[dict] = []
         for s in range(o.steps_per_rollout):
             mini = batch.groups(s * plan.groups_per_step, (s + 1) * plan.groups_per_step)
+            if s == 0:  # the policy has not moved yet: old log-probs = current ones, detached (as TRL)
+                mini.old_logp = None
             logs.append(self.optimizer_step(mini))
-        return _mean_dicts(logs)
+        out = _mean_dicts(logs)
+        out["skipped_steps"] = sum(x.get("skipped_steps", 0.0) for x in logs)  # a count, not a mean
+        return self._mean_over_processes(out)
+
+    def _mean_over_processes(self, metrics: dict) -> dict:
+        """Per-process update metrics (loss, entropy, the method's) averaged over processes.
+
+        A process's loss is its share of the step's loss times the number of processes (the
+        normalisers are divided by it), so the mean is the loss of the whole step.
+        """
+        if self.plan.world == 1:
+            return metrics
+        from accelerate.utils import gather_object
+
+        return _mean_dicts(gather_object([metrics]))
 
     def optimizer_step(self, mini: Batch) -> dict:
         """Accumulate the mini-batch's micro-batches, then clip, guard and step."""
@@ -438,7 +480,10 @@ class Trainer:
         else:
             norm = torch.norm(torch.stack([p.grad.norm() for p in self.model.parameters() if p.grad is not None]))
         norm = float(norm)
-        if not (math.isfinite(norm) and math.isfinite(loss)):
+        bad = torch.tensor([float(not (math.isfinite(norm) and math.isfinite(loss)))], device=self.acc.device)
+        if self.plan.world > 1:  # the loss is per process: every process must skip the same steps
+            bad = self.acc.reduce(bad, reduction="max")
+        if bad.item():
             self.optimizer.zero_grad(set_to_none=True)
             self.state["bad_steps"] += 1
             self.acc.print(f"skipped optimizer step: non-finite loss {loss} or grad norm {norm}")
@@ -555,22 +600,59 @@ class Trainer:
             raise ConfigError(f"checkpoint.resume: no complete checkpoint under {self.out / 'checkpoints'}")
         opt = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
         self.state = ckpt.load_checkpoint(path, self.acc.unwrap_model(self.model), opt, self.scheduler)
+        self._drop_logs_after(self.state["batch"])
         self.acc.print(f"resumed from {path} (rollout batch {self.state['batch']})")
+
+    def _drop_logs_after(self, batch: int) -> None:
+        """Drop log records of batches after the checkpoint (a crash came before the next one):
+        the resumed run writes them again, identically, so each batch is logged once."""
+        if not self.acc.is_main_process:
+            return
+        for path in (self.out / "metrics.jsonl", self.out / "samples.jsonl"):
+            if path.is_file():
+                keep = [line for line in path.read_text().splitlines(keepends=True) if _logged_batch(line) <= batch]
+                path.with_suffix(".tmp").write_text("".join(keep))
+                os.replace(path.with_suffix(".tmp"), path)
 
     def save_final(self) -> Path:
         path = self.out / "final"
         self.acc.wait_for_everyone()
+        merge = self.cfg.model.lora_r > 0 and self.cfg.model.merge_lora_on_save
+        # Every process takes part: FSDP and ZeRO-3 gather their shards into the full weights here.
+        weights = None if merge else self.acc.get_state_dict(self.model)
         if self.acc.is_main_process:
             model = self.acc.unwrap_model(self.model)
-            if self.cfg.model.lora_r > 0 and self.cfg.model.merge_lora_on_save:
+            if merge:  # a plain transformers model: loads without peft
                 model = copy.deepcopy(model).merge_and_unload()
-            model.save_pretrained(path, safe_serialization=True)
+            model.save_pretrained(path, state_dict=weights, safe_serialization=True)
             self.tokenizer.save_pretrained(path)
         self.acc.wait_for_everyone()
         return path
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _accelerator(cfg: TrainConfig) -> Accelerator:
+    """accelerate's Accelerator, refusing to run launched processes as independent copies.
+
+    On a host without an accelerator, accelerate treats ``torchrun`` processes as separate
+    single-process runs unless told to use the CPU: we tell it. (On such a host start the
+    processes with ``torchrun``: ``accelerate launch --cpu --num_processes N`` starts one
+    process unless given an MPI hostfile.)
+    """
+    if cfg.model.mixed_precision not in ("", "no", "bf16", "fp16"):
+        raise ConfigError(f"model.mixed_precision: expected bf16, fp16 or no, got '{cfg.model.mixed_precision}'")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = getattr(torch, "accelerator", None)  # torch >= 2.6
+    no_accelerator = not (device.is_available() if device is not None else torch.cuda.is_available())
+    acc = Accelerator(
+        cpu=world > 1 and no_accelerator, mixed_precision=cfg.model.mixed_precision or None,
+        log_with=cfg.log.report_to or None, project_dir=str(cfg.log.output_dir),
+    )  # fmt: skip
+    if world > 1 and acc.num_processes != world:
+        raise ConfigError(f"launched as {world} processes but accelerate runs {acc.num_processes}: check the launcher")
+    return acc
 
 
 def _add_lora(model, m):
@@ -583,6 +665,30 @@ def _add_lora(model, m):
         target_modules=list(m.lora_target_modules), task_type="CAUSAL_LM",
     )  # fmt: skip
     return get_peft_model(model, lora)
+
+
+VERIFIERS = ("math", "gsm8k", "exact_match")  # reward functions that need gold answers
+
+
+def _load_data(cfg: TrainConfig, tokenizer, plan: Plan) -> tuple[list[Example], dict[str, list[Example]]]:
+    """Training and evaluation examples; one ``DataError`` lists the problems of every source.
+
+    Rows need a gold answer when a verifier scores them, and the training rows the
+    demonstration (and teacher responses) that fill the method's off-policy members.
+    """
+    d = cfg.data
+    gold = ("answer",) if any(f in VERIFIERS for f in cfg.reward.functions) else ()
+    demos = ("completion",) * (plan.off_policy > 0) + ("teacher_completions",) * (plan.off_policy > 1)
+    sources = [(d.train, d.train_split, gold + demos)] + [(src, d.eval_split, gold) for src in d.eval]
+    loaded, problems = [], []
+    for src, split, require in sources:
+        try:
+            loaded.append(load_examples(d, src, tokenizer, split=split, require=require))
+        except DataError as e:
+            problems += e.problems
+    if problems:
+        raise DataError(problems)
+    return loaded[0], dict(zip(d.eval, loaded[1:]))
 
 
 def _check_off_policy(data: list[Example], method: Method, plan: Plan, source: str) -> None:
@@ -651,6 +757,14 @@ def _nanmean(t: torch.Tensor) -> float:
     return float(t[ok].mean()) if ok.any() else float("nan")
 
 
+def _logged_batch(line: str) -> float:
+    """The batch of a JSON Lines log record; infinite for a line cut short by a crash."""
+    try:
+        return json.loads(line)["batch"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
 def _float(x) -> float | None:
     v = float(x)
     return None if math.isnan(v) else v
@@ -682,11 +796,20 @@ def _progress(cfg: TrainConfig, acc: Accelerator, start: int):
 
 @contextlib.contextmanager
 def _catch_signals(trainer: Trainer):
-    """SIGTERM / SIGINT: finish the current rollout batch, save a checkpoint, return."""
+    """SIGTERM / SIGINT: finish the current rollout batch, save a checkpoint, return.
+
+    A second signal before then raises ``KeyboardInterrupt`` (stop now, no checkpoint).
+    Handlers can only be installed from the main thread; elsewhere signals keep their handlers.
+    """
 
     def handler(signum, frame):
-        trainer._stop_signal = signum
+        if trainer.stop_signal is not None:
+            raise KeyboardInterrupt(f"signal {signum} received twice: stopping without a checkpoint")
+        trainer.stop_signal = signum  # no printing here: the signal may arrive in the middle of a print
 
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
