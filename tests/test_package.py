@@ -36,3 +36,14 @@ def test_ruff_is_clean():
     result = subprocess.run([ruff, "check", "src", "tests", "benchmarks", "examples"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_load(path):
+    """The example run configs use only settings that exist, with values of the right type."""
+    from grouptune.config import load_config
+    from grouptune.methods import check_method_config
+
+    cfg = load_config(path)
+    check_method_config(cfg.method)
+    assert cfg.model.name_or_path and cfg.data.train
