@@ -1,0 +1,138 @@
+"""Two processes (torchrun, gloo on CPU) train what one process trains with the same global batch.
+
+One ``torchrun --nproc_per_node 2`` launch runs ``grouptune train`` (``grouptune.cli.main``)
+several times: GFT with a batch-scaled advantage (a statistic reduced over processes), GIFT,
+and a GFT run stopped after 2 rollout batches and resumed with 2 processes. The single-process
+references run in this process with the same settings.
+
+Why a tolerance (1e-6) and not bit-equality, though these runs agree bit for bit on this
+machine: each process sums the gradient of its own rows and DDP averages the two sums, where
+one process accumulates all rows; with other batch shapes or backends floating-point sums
+in another order may round differently. The single-process references run with one thread, as
+each worker does: a different thread count rounds matrix products differently, and GIFT's
+first step with the "old" reference amplifies that rounding by 1/eps (SPEC 2.5, its implicit
+rewards are all equal up to rounding). Everything else is equal by construction: the same
+prompts reach the same optimizer step (groups are laid out step-major over processes),
+rollouts are sampled in chunks seeded by their global position
+(``rollout.generation_batch_size`` = the rollouts of one process per optimizer step), and the
+loss normalisers are the global token / sequence counts of the step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from grouptune.cli import main
+
+# Several runs in one launch (saves process start-ups), as several Trainers in one process:
+# a run ends with accelerate's end_training(), which would destroy the process group.
+SCRIPT = """
+import json, sys
+from accelerate.state import PartialState
+from grouptune.cli import main
+PartialState.destroy_process_group = lambda self, group=None: None
+for argv in json.load(open(sys.argv[1])):
+    assert main(argv) == 0, argv
+"""
+
+# 4 prompts per rollout batch, 2 optimizer steps of 2 groups: 1 group per process per step.
+COMMON = {
+    "rollout.prompts_per_batch": 4, "rollout.group_size": 6, "rollout.max_new_tokens": 8,
+    "reward.functions": "[gsm8k]", "optim.lr": 1e-3, "optim.steps_per_rollout": 2,
+    "optim.micro_batch_groups": 1, "optim.total_batches": 3, "log.progress": "false",
+}  # fmt: skip
+RUNS = {
+    # GFT: K = 4 off-policy members, M = 2 rollouts per group; the advantage std is the batch's.
+    "gft": {"method.name": "gft", "method.adv_scale": "batch", "rollout.generation_batch_size": 2},
+    # GIFT: 6 rollouts per group, "old" reference recomputed per rollout batch.
+    "gift": {"method.name": "gift", "rollout.generation_batch_size": 6},
+}
+
+
+def argv(model, data, out, run: str, with_eval: bool = False, **extra) -> list[str]:
+    values = {"model.name_or_path": model, "data.train": data["train"], "log.output_dir": out,
+              **COMMON, **RUNS[run], **extra}  # fmt: skip
+    if with_eval:
+        values.update({"data.eval": f"[{data['eval']}]", "log.eval_samples": 2})
+    return ["train"] + [x for k, v in values.items() for x in (f"--{k}", str(v))]
+
+
+def torchrun(n: int, *args, timeout: float = 240) -> tuple[int, str]:
+    """``torchrun --standalone`` (a free port) in its own process group, killed whole on timeout."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return -1, f"timed out after {timeout} s\n{out}"
+    return proc.returncode, out
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(out / "final" / "model.safetensors")
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_match_one_and_write_once(tiny_llama, tiny_data, tmp_path):
+    two, one = tmp_path / "two", tmp_path / "one"
+    runs = [
+        argv(tiny_llama, tiny_data, two / "gft", "gft", with_eval=True),
+        argv(tiny_llama, tiny_data, two / "gift", "gift"),
+        argv(tiny_llama, tiny_data, two / "resumed", "gft", **{"optim.total_batches": 2, "checkpoint.save_every": 2}),
+        argv(tiny_llama, tiny_data, two / "resumed", "gft", **{"checkpoint.resume": "true"}),
+    ]
+    (tmp_path / "runs.json").write_text(json.dumps(runs))
+    (tmp_path / "two.py").write_text(SCRIPT)
+    code, log = torchrun(2, tmp_path / "two.py", tmp_path / "runs.json")
+    assert code == 0, log[-3000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: another thread count rounds matrix products differently
+    try:
+        assert main(argv(tiny_llama, tiny_data, one / "gft", "gft", with_eval=True)) == 0
+        assert main(argv(tiny_llama, tiny_data, one / "gift", "gift")) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+    base = load_file(Path(tiny_llama) / "model.safetensors")
+    for run in RUNS:
+        w1, w2 = final_weights(one / run), final_weights(two / run)
+        moved = max(float((w1[k] - base[k]).abs().max()) for k in w1)
+        assert moved > 1e-3, f"{run}: training barely moved the weights ({moved})"
+        for k in w1:
+            torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-6, msg=f"{run}: {k}")
+        # Metrics are reduced over processes and written once: one record per rollout batch.
+        r1, r2 = [[r for r in records(d / run) if "loss" in r] for d in (one, two)]
+        assert [r["batch"] for r in r2] == [1, 2, 3]
+        for a, b in zip(r1, r2):
+            for key in ("loss", f"{run}/loss", "grad_norm", "reward/mean", "entropy"):
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (run, key, a[key], b[key])
+        assert len((two / run / "samples.jsonl").read_text().splitlines()) == 3 * 4
+
+    # The held-out set is split over the processes and gathered: 4 problems, as with one process.
+    ev1, ev2 = records(one / "gft")[-1], records(two / "gft")[-1]
+    assert ev2["eval/eval/n_problems"] == 4
+    assert ev2["eval/eval/greedy"] == ev1["eval/eval/greedy"]
+
+    # Resume with 2 processes: 2 batches, checkpoint, a new run continues to 3 == 3 straight.
+    checkpoints = sorted(p.name for p in (two / "resumed" / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint-0000002"]
+    straight, resumed = final_weights(two / "gft"), final_weights(two / "resumed")
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+    assert [r["batch"] for r in records(two / "resumed") if "loss" in r] == [1, 2, 3]
