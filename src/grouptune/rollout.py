@@ -89,9 +89,11 @@ def sample(
     top_p: float = 1.0,
     greedy: bool = False,
     batch_size: int = 0,
+    synced_gpus: bool = False,
 ) -> tuple[list[list[int]], list[bool]]:
     """Sample one completion per prompt. Returns token lists (cut after the first EOS) and
-    whether each hit ``max_new_tokens`` without an EOS (truncated)."""
+    whether each hit ``max_new_tokens`` without an EOS (truncated). ``synced_gpus``: keep running
+    forwards until every process is done (needed when the weights are sharded: FSDP, ZeRO-3)."""
     completions: list[list[int]] = []
     truncated: list[bool] = []
     step = batch_size or len(prompts)
@@ -109,6 +111,7 @@ def sample(
             top_k=None if greedy else 0,
             pad_token_id=pad_id,
             eos_token_id=eos_ids,
+            synced_gpus=synced_gpus or None,  # None: transformers decides (ZeRO-3 / FSDP)
         )
         for row in out[:, ids.shape[1] :].tolist():
             cut = next((i + 1 for i, t in enumerate(row) if t in eos), None)
