@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 
 from grouptune import checkpoint as ckpt
 from grouptune.advantages import group_advantages
@@ -111,14 +112,16 @@ class Trainer:
         self.out = Path(cfg.log.output_dir)
         self.acc = _accelerator(cfg)
         self.plan = make_plan(cfg, self.method, self.acc.num_processes)
+        _check_engine(self.acc, self.plan)
         torch.manual_seed(cfg.optim.seed)
 
         # --------------------------------------------------------------- model, reference, tokenizer
         m = cfg.model
         model, self.tokenizer = load_model_and_tokenizer(m)
         self.eos_ids = eos_ids(self.tokenizer, model)
-        if m.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+        if m.gradient_checkpointing:  # before LoRA: peft then makes the checkpointed inputs require grad
+            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable()  # (the name since transformers 5.x, the old one warns)
             model.config.use_cache = False
         self.ref_model = None
         if self.method.needs_ref_model(cfg.method) and m.lora_r == 0:
@@ -296,6 +299,7 @@ class Trainer:
             ids, cut = sample(
                 model, prompts[s : s + chunk], pad_id=self.tokenizer.pad_token_id, eos_ids=self.eos_ids,
                 max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
+                synced_gpus=_sharded(self.acc),
             )  # fmt: skip
             out.extend(zip(ids, cut))
         model.train()
@@ -469,7 +473,8 @@ class Trainer:
             metrics["entropy"] = float((entropy.detach() * cmask).sum() / cmask.sum().clamp(min=1))
             logs.append(metrics)
         out = _mean_dicts(logs)
-        out["loss"] = sum(x["loss"] for x in logs)  # micro-batch losses add up to the step's loss
+        for key in ("loss", f"{m.name}/loss"):  # micro-batch losses add up to the step's loss
+            out[key] = sum(x[key] for x in logs if key in x)
         out.update(self._apply_gradients(out["loss"]))
         return out
 
@@ -655,6 +660,22 @@ def _accelerator(cfg: TrainConfig) -> Accelerator:
     return acc
 
 
+def _sharded(acc: Accelerator) -> bool:
+    """Parameters sharded over processes (FSDP, ZeRO-3): every process must run every forward."""
+    if acc.distributed_type == DistributedType.FSDP:
+        return True
+    return acc.distributed_type == DistributedType.DEEPSPEED and acc.state.deepspeed_plugin.zero_stage == 3
+
+
+def _check_engine(acc: Accelerator, plan: Plan) -> None:
+    """DeepSpeed steps its optimizer inside backward (accelerate's gradient_accumulation_steps = 1)."""
+    if acc.distributed_type == DistributedType.DEEPSPEED and plan.groups_per_micro != plan.groups_per_step:
+        raise ConfigError(
+            "under DeepSpeed an optimizer step is one backward pass: set optim.micro_batch_groups to 0 "
+            f"(the {plan.groups_per_step} groups of a step at once) or use the FSDP config"
+        )
+
+
 def _add_lora(model, m):
     try:
         from peft import LoraConfig, get_peft_model
@@ -715,12 +736,12 @@ def _scheduler(optimizer, kind: str, warmup: int, total: int):
 
 
 def _group_spread(rewards: torch.Tensor, G: int) -> list[bool]:
-    """Per group: do the judged rewards differ?"""
-    out = []
-    for g in rewards.view(-1, G):
-        judged = g[~torch.isnan(g)]
-        out.append(bool(len(judged) > 1 and (judged.max() - judged.min()) > 0))
-    return out
+    """Per group: do the judged (non-NaN) rewards differ? One pass over all groups, no Python loop."""
+    r = rewards.view(-1, G)  # (B, G)
+    judged = ~torch.isnan(r)
+    hi = r.masked_fill(~judged, -math.inf).amax(1)  # (B,)
+    lo = r.masked_fill(~judged, math.inf).amin(1)
+    return ((judged.sum(1) > 1) & (hi - lo > 0)).tolist()
 
 
 def _concat(batches: list[Batch], pad_id: int) -> Batch:
