@@ -12,7 +12,7 @@ from pathlib import Path
 from grouptune.testbed.commands import EVAL_SPLITS, mean_std
 
 CURVES = [
-    ("reward/mean", "training reward (on-policy)"),
+    ("reward/mean", "training reward (rollouts; SFT, DFT: data-set members)"),
     ("eval/test/greedy", "held-out accuracy (greedy)"),
     ("entropy", "entropy"),
     ("grad_norm", "grad norm"),
