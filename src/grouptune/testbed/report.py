@@ -15,7 +15,7 @@ CURVES = [
     ("reward/mean", "training reward (rollouts; SFT, DFT: data-set members)"),
     ("eval/test/greedy", "held-out accuracy (greedy)"),
     ("entropy", "entropy"),
-    ("grad_norm", "grad norm"),
+    ("grad_norm", "grad norm (before clipping)"),
 ]
 
 
@@ -95,6 +95,8 @@ def plot_curves(results: dict, path: Path) -> None:
                     label=label,
                 )
         ax.set_title(title)
+        if key == "grad_norm":  # GIFT's degenerate first steps reach ~1/eps before clipping
+            ax.set_yscale("log")
         ax.set_xlabel("rollout batch")
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
