@@ -423,12 +423,13 @@ def test_malformed_data_fails_before_training_listing_every_problem(files, tmp_p
                "checkpoints/checkpoint-0000004/state.json": "{}"}  # fmt: skip
     for name, text in earlier.items():
         (out / name).write_text(text)
-    rows = arithmetic_rows(6, chat=False)
+    rows = arithmetic_rows(7, chat=False)
     del rows[1]["prompt"]
     rows[2]["prompt"] = 42
     rows[3]["prompt"] = "   "
     rows[4]["answer"] = None  # a verifier needs a gold answer
     rows[5]["teacher_completions"] = "not a list"
+    rows[6]["answer"] = "about seven"  # the gsm8k verifier could never judge it
     bad = write_jsonl(tmp_path / "bad.jsonl", rows)
     with (tmp_path / "bad.jsonl").open("a") as f:
         f.write("{not json\n")
@@ -441,13 +442,15 @@ def test_malformed_data_fails_before_training_listing_every_problem(files, tmp_p
     where = {(Path(p.source).name, p.row, p.column) for p in err.value.problems}
     assert where == {
         ("bad.jsonl", 1, "prompt"), ("bad.jsonl", 2, "prompt"), ("bad.jsonl", 3, "prompt"),
-        ("bad.jsonl", 4, "answer"), ("bad.jsonl", 5, "teacher_completions"), ("bad.jsonl", 6, None),
+        ("bad.jsonl", 4, "answer"), ("bad.jsonl", 5, "teacher_completions"), ("bad.jsonl", 6, "answer"),
+        ("bad.jsonl", 7, None),
         ("bad_eval.jsonl", None, "prompt"),
     }  # fmt: skip
-    assert f"{bad}, row 6 (line 7): invalid JSON" in str(err.value)
+    assert f"{bad}, row 7 (line 8): invalid JSON" in str(err.value)
+    assert "'about seven' is neither a number nor" in str(err.value)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(earlier)
     assert all((out / name).read_text() == text for name, text in earlier.items())
 
     assert cli.main(cli_args(files, out, **overrides)) == 2
     stderr = capsys.readouterr().err
-    assert "grouptune: data error: 7 problem(s) in the data:" in stderr and "bad_eval.jsonl" in stderr
+    assert "grouptune: data error: 8 problem(s) in the data:" in stderr and "bad_eval.jsonl" in stderr

@@ -437,7 +437,9 @@ def _check_teacher(value, text_cells: bool) -> list[str]:
     return value
 
 
-def _row_fields(row: dict, layout: _Layout, text_cells: bool, absent: set[str]) -> tuple[dict, list]:
+def _row_fields(
+    row: dict, layout: _Layout, text_cells: bool, absent: set[str], gold_checks: Sequence[Callable] = ()
+) -> tuple[dict, list]:
     """The Example fields of one row, and a (column, message) per problem found in it."""
     issues: list[tuple[str, str]] = []
 
@@ -456,9 +458,17 @@ def _row_fields(row: dict, layout: _Layout, text_cells: bool, absent: set[str]) 
     gold_column, gold_reader = next(
         ((c, r) for c, r in layout.gold if _present(_lookup(row, c, text_cells))), layout.gold[-1]
     )
+
+    def read_gold(value) -> str:  # the preset's reading, then what the verifiers can judge
+        gold = gold_reader(value)
+        for check in gold_checks:
+            if message := check(gold):
+                raise _Bad(message)
+        return gold
+
     fields_ = {
         "prompt": read(layout.prompt, lambda v: _check_prompt(v, text_cells), True, "prompt"),
-        "answer": read(gold_column, gold_reader, "answer" in layout.fields, "gold answer"),
+        "answer": read(gold_column, read_gold, "answer" in layout.fields, "gold answer"),
         "completion": read(*layout.demo, "completion" in layout.fields, "demonstration") if layout.demo else None,
         "teacher_completions": read(layout.teacher, lambda v: _check_teacher(v, text_cells),
                                     "teacher_completions" in layout.fields, "teacher completions") or [],
@@ -549,13 +559,21 @@ def _token_ids(texts: list[str], tokenizer) -> list[list[int] | str]:
 
 
 def load_examples(
-    cfg: DataConfig, source: str, tokenizer, *, split: str = "train", require: Iterable[str] = ()
+    cfg: DataConfig,
+    source: str,
+    tokenizer,
+    *,
+    split: str = "train",
+    require: Iterable[str] = (),
+    gold_checks: Sequence[Callable[[str], str | None]] = (),
 ) -> ExampleList:
     """Read, check and tokenize a data set (see the module docstring); raise one ``DataError``
     listing every problem.
 
     ``require`` names Example fields every row must have (``answer``, ``completion``,
     ``teacher_completions``), e.g. ``("answer",)`` when a verifier needs gold answers.
+    ``gold_checks`` say why a gold answer cannot be judged (a message) or return None; each
+    message is a problem of the row (e.g. ``GSM8KReward.gold_problem``).
     ``split`` applies to hub data sets only. ``ConfigError`` for invalid settings.
     """
     _check_config(cfg)
@@ -569,7 +587,7 @@ def load_examples(
     for index, row in enumerate(table.rows):
         if row is None:
             continue
-        fields_, issues = _row_fields(row, layout, table.text_cells, absent)
+        fields_, issues = _row_fields(row, layout, table.text_cells, absent, gold_checks)
         if fields_["prompt"] is not None:
             try:
                 fields_["prompt_text"] = _render_prompt(fields_["prompt"], cfg, tokenizer)

@@ -55,6 +55,7 @@ import threading
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -234,10 +235,20 @@ class GSM8KReward:
     def __call__(self, prompts, completions, answer, **_) -> list[float | None]:
         rewards: list[float | None] = []
         for completion, gold in zip(completions, answer):
-            gold_text = "" if gold is None else str(gold)
-            target = parse_number(gsm8k_final_answer(gold_text) or gold_text)
+            target = self._target(gold)
             rewards.append(None if target is None else float(self.read(completion) == target))
         return rewards
+
+    @staticmethod
+    def _target(gold) -> Fraction | None:
+        gold_text = "" if gold is None else str(gold)
+        return parse_number(gsm8k_final_answer(gold_text) or gold_text)
+
+    def gold_problem(self, gold) -> str | None:
+        """Why a gold answer cannot be judged (checked before training), or None."""
+        if self._target(gold) is None:
+            return f"gold answer {gold!r} is neither a number nor '... #### n' (reward gsm8k)"
+        return None
 
 
 def exact_match_reward(prompts, completions, answer, **_) -> list[float | None]:

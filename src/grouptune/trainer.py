@@ -132,9 +132,10 @@ class Trainer:
 
         # --------------------------------------------------------------- data and rewards
         d = cfg.data
-        self.train_data, self.eval_data = _load_data(cfg, self.tokenizer, self.plan)  # DataError before training
-        _check_off_policy(self.train_data, self.method, self.plan, d.train)
         self.reward_fns = build_reward_functions(cfg.reward)
+        # DataError before training
+        self.train_data, self.eval_data = _load_data(cfg, self.tokenizer, self.plan, self.reward_fns)
+        _check_off_policy(self.train_data, self.method, self.plan, d.train)
 
         # --------------------------------------------------------------- optimisation
         o = cfg.optim
@@ -691,20 +692,24 @@ def _add_lora(model, m):
 VERIFIERS = ("math", "gsm8k", "exact_match")  # reward functions that need gold answers
 
 
-def _load_data(cfg: TrainConfig, tokenizer, plan: Plan) -> tuple[list[Example], dict[str, list[Example]]]:
+def _load_data(
+    cfg: TrainConfig, tokenizer, plan: Plan, reward_fns: list
+) -> tuple[list[Example], dict[str, list[Example]]]:
     """Training and evaluation examples; one ``DataError`` lists the problems of every source.
 
-    Rows need a gold answer when a verifier scores them, and the training rows the
-    demonstration (and teacher responses) that fill the method's off-policy members.
+    Rows need a gold answer when a verifier scores them (one it can judge, for verifiers that
+    say so: ``gold_problem``), and the training rows the demonstration (and teacher responses)
+    that fill the method's off-policy members.
     """
     d = cfg.data
     gold = ("answer",) if any(f in VERIFIERS for f in cfg.reward.functions) else ()
     demos = ("completion",) * (plan.off_policy > 0) + ("teacher_completions",) * (plan.off_policy > 1)
     sources = [(d.train, d.train_split, gold + demos)] + [(src, d.eval_split, gold) for src in d.eval]
+    gold_checks = [rf.fn.gold_problem for rf in reward_fns if hasattr(rf.fn, "gold_problem")]
     loaded, problems = [], []
     for src, split, require in sources:
         try:
-            loaded.append(load_examples(d, src, tokenizer, split=split, require=require))
+            loaded.append(load_examples(d, src, tokenizer, split=split, require=require, gold_checks=gold_checks))
         except DataError as e:
             problems += e.problems
     if problems:
