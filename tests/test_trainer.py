@@ -141,3 +141,20 @@ def test_impossible_batch_arithmetic_is_refused_with_the_numbers(tiny_llama, tin
     with pytest.raises(ConfigError, match="teacher"):
         Trainer(make_cfg(tiny_llama, tiny_data, tmp_path, "gft", **{"method.num_off_policy": 5,
                                                                   "rollout.group_size": 8}))
+
+
+def test_metrics_reach_tensorboard_through_accelerate(tiny_llama, tiny_data, tmp_path):
+    """``log.report_to: [tensorboard]``: every logged metric also goes to accelerate's tracker,
+    with the same values and steps as metrics.jsonl."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    Trainer(make_cfg(tiny_llama, tiny_data, out, "grpo", **{"log.report_to": ["tensorboard"]})).train()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if "loss" in r]
+    accumulators = [EventAccumulator(str(p)).Reload() for p in out.rglob("events.out.tfevents.*")]
+    acc = next(a for a in accumulators if "loss" in a.Tags()["scalars"])  # the other file holds the config
+    assert EXPECTED_KEYS <= set(acc.Tags()["scalars"])
+    for key in ("loss", "entropy", "grad_norm", "completions/mean_length", "reward/gsm8k/mean"):
+        logged = [(e.step, e.value) for e in acc.Scalars(key)]
+        assert logged == [(r["batch"], pytest.approx(r[key], rel=1e-6, abs=1e-7)) for r in train_records], key
