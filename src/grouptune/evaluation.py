@@ -42,18 +42,24 @@ def evaluate_examples(
     seed: int = 0,
     max_examples: int = 0,
     accelerator=None,
+    synced_gpus: bool = False,
 ) -> dict:
     """Greedy accuracy, and with ``k > 0`` samples per prompt avg@k and pass@k.
 
     With an ``accelerator`` the examples are sharded over processes and the results gathered.
+    ``synced_gpus`` (sharded weights: FSDP, ZeRO-3) keeps every process in every forward pass.
     """
     if max_examples:
         examples = examples[:max_examples]
+    real = len(examples)
     if accelerator is not None and accelerator.num_processes > 1:
-        examples = examples[accelerator.process_index :: accelerator.num_processes]
+        examples, real = shard(examples, accelerator.process_index, accelerator.num_processes)
     was_training = model.training
     model.eval()
-    gen = dict(pad_id=tokenizer.pad_token_id, eos_ids=eos_ids, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    gen = dict(
+        pad_id=tokenizer.pad_token_id, eos_ids=eos_ids, max_new_tokens=max_new_tokens, batch_size=batch_size,
+        synced_gpus=synced_gpus,
+    )  # fmt: skip
     prompts = [ex.prompt_ids for ex in examples]
     greedy_ids, _ = sample(model, prompts, greedy=True, **gen)
     greedy = _correct(reward_fns, examples, tokenizer.batch_decode(greedy_ids, skip_special_tokens=True), 1)
@@ -64,6 +70,7 @@ def evaluate_examples(
         flat = _correct(reward_fns, examples, tokenizer.batch_decode(ids, skip_special_tokens=True), k)
         samples = [flat[i * k : (i + 1) * k] for i in range(len(examples))]
     model.train(was_training)
+    greedy, samples = greedy[:real], samples[:real]  # drop the padding of an uneven shard
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -72,6 +79,15 @@ def evaluate_examples(
     if k == 0:
         return {"n_problems": len(greedy), "greedy": sum(greedy) / max(len(greedy), 1)}
     return summarize_eval(samples, greedy, k)
+
+
+def shard(examples: list, rank: int, world: int) -> tuple[list, int]:
+    """Process ``rank``'s examples (every ``world``-th) and how many are real: shards are padded
+    to one length with a repeated example, so every process runs the same generation calls."""
+    mine = examples[rank::world]
+    size = -(-len(examples) // world)  # ceil
+    filler = mine[-1:] or examples[:1]
+    return mine + filler * (size - len(mine)), len(mine)
 
 
 def evaluate_model(cfg) -> dict:

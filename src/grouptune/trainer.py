@@ -526,7 +526,7 @@ class Trainer:
                 model, self.tokenizer, examples, self.reward_fns, k=lg.eval_samples,
                 temperature=lg.eval_temperature, max_new_tokens=r.max_new_tokens, eos_ids=self.eos_ids,
                 batch_size=r.generation_batch_size, seed=_seed_for(self.cfg.optim.seed, -1, self.state["batch"]),
-                max_examples=self.cfg.data.max_eval_examples, accelerator=self.acc,
+                max_examples=self.cfg.data.max_eval_examples, accelerator=self.acc, synced_gpus=_sharded(self.acc),
             )  # fmt: skip
             name = Path(src).stem if Path(src).suffix else src
             out.update({f"eval/{name}/{k}": v for k, v in res.items()})
