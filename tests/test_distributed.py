@@ -136,3 +136,24 @@ def test_two_processes_match_one_and_write_once(tiny_llama, tiny_data, tmp_path)
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
     assert [r["batch"] for r in records(two / "resumed") if "loss" in r] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("engine", ["fsdp", "zero2", "zero3"])
+def test_resumable_checkpoints_are_refused_where_the_optimizer_state_is_sharded(engine):
+    """The main process alone writes resumable checkpoints: under FSDP or ZeRO it would hold only
+    its own shards, so ``save_every`` / ``resume`` are refused up front; the final save is not."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from grouptune.config import ConfigError, load_config
+    from grouptune.trainer import Plan, _check_engine
+
+    kind = DistributedType.FSDP if engine == "fsdp" else DistributedType.DEEPSPEED
+    stage = 3 if engine == "zero3" else 2
+    acc = SimpleNamespace(distributed_type=kind, state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=stage)))
+    plan = Plan(world=8, groups=16, group_size=8, off_policy=4, on_policy=4, groups_per_step=4, groups_per_micro=4)
+    _check_engine(acc, plan, load_config())  # no resumable checkpoints asked for: fine
+    for setting in ({"checkpoint.save_every": 10}, {"checkpoint.resume": True}):
+        with pytest.raises(ConfigError, match="not shard-aware"):
+            _check_engine(acc, plan, load_config(overrides=setting))

@@ -112,7 +112,7 @@ class Trainer:
         self.out = Path(cfg.log.output_dir)
         self.acc = _accelerator(cfg)
         self.plan = make_plan(cfg, self.method, self.acc.num_processes)
-        _check_engine(self.acc, self.plan)
+        _check_engine(self.acc, self.plan, cfg)
         torch.manual_seed(cfg.optim.seed)
 
         # --------------------------------------------------------------- model, reference, tokenizer
@@ -590,6 +590,9 @@ class Trainer:
                 self.acc.print(text)
 
     def save_checkpoint(self) -> None:
+        if not _resumable(self.acc):  # refused in the config check; here only after a signal
+            self.acc.print("no resumable checkpoint under FSDP / DeepSpeed: the run stops without one")
+            return
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             path = ckpt.checkpoint_dir(self.out, self.state["batch"])
@@ -668,13 +671,28 @@ def _sharded(acc: Accelerator) -> bool:
     return acc.distributed_type == DistributedType.DEEPSPEED and acc.state.deepspeed_plugin.zero_stage == 3
 
 
-def _check_engine(acc: Accelerator, plan: Plan) -> None:
-    """DeepSpeed steps its optimizer inside backward (accelerate's gradient_accumulation_steps = 1)."""
+def _check_engine(acc: Accelerator, plan: Plan, cfg: TrainConfig) -> None:
+    """What the distributed engine cannot do with these settings, refused before anything loads.
+
+    DeepSpeed steps its optimizer inside backward (accelerate's gradient_accumulation_steps = 1).
+    Resumable checkpoints are written by the main process alone: not under FSDP or ZeRO, which
+    shard the optimizer state (and under FSDP / ZeRO-3 the weights) over processes.
+    """
     if acc.distributed_type == DistributedType.DEEPSPEED and plan.groups_per_micro != plan.groups_per_step:
         raise ConfigError(
             "under DeepSpeed an optimizer step is one backward pass: set optim.micro_batch_groups to 0 "
             f"(the {plan.groups_per_step} groups of a step at once) or use the FSDP config"
         )
+    if not _resumable(acc) and (cfg.checkpoint.save_every or cfg.checkpoint.resume):
+        raise ConfigError(
+            "checkpoint.save_every / checkpoint.resume: resumable checkpoints are not shard-aware yet, so they "
+            "are refused under FSDP and DeepSpeed (use DDP to resume; the final model is saved either way)"
+        )
+
+
+def _resumable(acc: Accelerator) -> bool:
+    """Can the main process alone write a complete resumable checkpoint?"""
+    return acc.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
 def _add_lora(model, m):
