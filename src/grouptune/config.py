@@ -72,11 +72,11 @@ class RewardConfig:
 
 @dataclass
 class RolloutConfig:
-    prompts_per_batch: int = _f(16, "Prompts per rollout batch (all ranks together). Official GFT: 128; GIFT: 1024.")
+    prompts_per_batch: int = _f(128, "Prompts per rollout batch (all ranks together). Official GFT: 128; GIFT: 1024.")
     group_size: int = _f(8, "G: members scored together per prompt (on-policy plus off-policy). Must be >= 2 for group methods.")
     temperature: float = _f(1.0, "Sampling temperature; RL losses score tokens under the same tempered policy (as TRL and verl do).")
     top_p: float = _f(1.0, "Nucleus sampling threshold.")
-    max_new_tokens: int = _f(256, "Longest completion in tokens; longer ones are cut and counted as truncated.")
+    max_new_tokens: int = _f(2048, "Longest completion in tokens (official GFT: 2048); longer ones are cut and counted as truncated.")
     mask_truncated: bool = _f(False, "Leave truncated completions out of the loss (they still count in the group statistics).")
     generation_batch_size: int = _f(0, "Sequences generated at once per process (0 = the whole rollout batch).")
 
