@@ -59,7 +59,7 @@ def test_wrong_type_and_unknown_option_are_refused(tmp_path, capsys):
     assert "--rollout.groupsize" in capsys.readouterr().err
 
 
-def test_command_line_overrides_the_yaml_file(tiny_llama, tiny_data, tmp_path):
+def test_command_line_overrides_the_yaml_file(tiny_llama, tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
     config = tmp_path / "run.yaml"
     config.write_text(
@@ -73,10 +73,11 @@ def test_command_line_overrides_the_yaml_file(tiny_llama, tiny_data, tmp_path):
     )
     code = cli.main([
         "train", "--config", str(config), "--method.name", "grpo", "--optim.total_batches", "1",
-        "--log.output_dir", str(out),
+        "--log.output_dir", str(out), "--log.progress", "true",
     ])  # fmt: skip
     assert code == 0
     saved = (out / "config.yaml").read_text()
+    assert saved in capsys.readouterr().out, "the resolved config is printed at start"
     assert "name: grpo" in saved and "total_batches: 1" in saved and "group_size: 4" in saved
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["batch"] for r in records if "loss" in r] == [1]

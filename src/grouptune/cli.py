@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from grouptune.config import ConfigError, iter_fields, load_config, parse_cli_value
+from grouptune.config import ConfigError, config_to_yaml, iter_fields, load_config, parse_cli_value
 from grouptune.data import DataError
 
 EVAL_SECTIONS = ("model", "data", "reward", "rollout", "log")
@@ -90,7 +90,10 @@ def _train(args: argparse.Namespace) -> int:
     by signal N (SIGTERM 143, SIGINT 130) after saving a checkpoint to resume from."""
     from grouptune.trainer import Trainer, TrainingError
 
-    trainer = Trainer(load_config(args.config, _overrides(args)))
+    cfg = load_config(args.config, _overrides(args))
+    trainer = Trainer(cfg)
+    if trainer.acc.is_main_process and cfg.log.progress:  # also saved as <output_dir>/config.yaml
+        print(config_to_yaml(cfg), flush=True)
     try:
         trainer.train()
     except TrainingError as e:

@@ -246,6 +246,13 @@ def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def config_to_yaml(cfg: Any) -> str:
+    """The resolved configuration as YAML (what ``config.yaml`` holds and ``--config`` reads)."""
+    import yaml
+
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
 def iter_fields(cls: type = TrainConfig, prefix: str = ""):
     """Yield ``(dotted_name, type_name, default, help)`` for every leaf setting (for --help)."""
     hints = typing.get_type_hints(cls)

@@ -31,13 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
 from grouptune import checkpoint as ckpt
 from grouptune.advantages import group_advantages
-from grouptune.config import ConfigError, TrainConfig, config_to_dict
+from grouptune.config import ConfigError, TrainConfig, config_to_dict, config_to_yaml
 from grouptune.data import DataError, Example, load_examples, reward_columns
 from grouptune.methods import (
     LossInputs,
@@ -584,10 +583,7 @@ class Trainer:
     def _write_config(self) -> None:
         if self.acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
-            text = yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False)
-            (self.out / "config.yaml").write_text(text)
-            if self.cfg.log.progress:
-                self.acc.print(text)
+            (self.out / "config.yaml").write_text(config_to_yaml(self.cfg))
 
     def save_checkpoint(self) -> None:
         if not _resumable(self.acc):  # refused in the config check; here only after a signal

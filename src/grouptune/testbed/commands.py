@@ -93,6 +93,7 @@ def demo(methods: list[str], out: Path, seed: int = 0, overrides: dict | None = 
     rows = {}
     for method in methods:
         cfg = testbed_config({**common, "method.name": method, "log.output_dir": str(out / method)})
+        print(f"\n{method}: settings in {out / method / 'config.yaml'}", flush=True)
         final = Trainer(cfg).train()
         rows[method] = {s: _split_result(final, s) for s in EVAL_SPLITS}
     print(f"\nheld-out accuracy before -> after post-training ({time.perf_counter() - t0:.0f} s in all):")
