@@ -132,3 +132,40 @@ def test_memory_savers_run_a_step(setting, param_dtype, compute_dtype, fresh_acc
     changed = {k for k, v in weights(model).items() if not torch.equal(before[k], v)}
     assert changed and all("lora_" in k for k in changed) == ("model.lora_r" in setting), changed
     assert seen and set(seen[-1:]) == {compute_dtype}  # the last forward is the training step's
+
+
+def test_qlora_loads_4bit_nf4_base_weights_and_prepares_them_for_training(tiny_llama, monkeypatch):
+    """QLoRA's wiring (bitsandbytes needs a CUDA GPU, so the 4-bit load itself is not run here):
+    ``from_pretrained`` gets an NF4 double-quantised config computing in ``model.dtype``, and the
+    model goes through peft's ``prepare_model_for_kbit_training`` before the adapter is added."""
+    import peft
+    from transformers import BitsAndBytesConfig
+
+    from grouptune import modeling, trainer
+    from grouptune.config import ConfigError, ModelConfig
+
+    seen, real_load = {}, AutoModelForCausalLM.from_pretrained
+
+    def load(path, **kw):
+        seen.update(kw)
+        kw.pop("quantization_config")
+        return real_load(path, **kw)
+
+    monkeypatch.setattr(modeling.AutoModelForCausalLM, "from_pretrained", load)
+    prepared = []
+    monkeypatch.setattr(peft, "prepare_model_for_kbit_training",
+                        lambda model, use_gradient_checkpointing: prepared.append(use_gradient_checkpointing) or model)
+    m = ModelConfig(name_or_path=str(tiny_llama), dtype="bfloat16", load_in_4bit=True, lora_r=4,
+                    gradient_checkpointing=True)  # fmt: skip
+    model, _ = modeling.load_model_and_tokenizer(m)
+    q = seen["quantization_config"]
+    assert isinstance(q, BitsAndBytesConfig) and q.load_in_4bit and q.bnb_4bit_quant_type == "nf4"
+    assert q.bnb_4bit_use_double_quant and q.bnb_4bit_compute_dtype == torch.bfloat16
+    lora_model = trainer._add_lora(model, m)
+    assert prepared == [True] and hasattr(lora_model, "disable_adapter")
+
+    with pytest.raises(ConfigError, match="lora_r"):
+        modeling.load_model_and_tokenizer(ModelConfig(name_or_path=str(tiny_llama), load_in_4bit=True))
+    seen.clear()
+    modeling.load_model_and_tokenizer(ModelConfig(name_or_path=str(tiny_llama)))
+    assert seen["quantization_config"] is None

@@ -41,6 +41,7 @@ class ModelConfig:
     lora_dropout: float = _f(0.0, "LoRA dropout.")
     lora_target_modules: list = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "Module names LoRA adapts.")
     merge_lora_on_save: bool = _f(False, "Merge the LoRA adapter into a full model when saving the final model.")
+    load_in_4bit: bool = _f(False, "QLoRA: load the frozen base weights in 4-bit NF4 through bitsandbytes (a CUDA GPU; needs lora_r > 0); compute in `dtype`.")
 
 
 @dataclass

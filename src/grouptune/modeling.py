@@ -21,9 +21,24 @@ def load_model_and_tokenizer(m: ModelConfig, path: str | None = None):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=DTYPES[m.dtype], trust_remote_code=m.trust_remote_code, use_safetensors=True
-    )
+        path, dtype=DTYPES[m.dtype], trust_remote_code=m.trust_remote_code, use_safetensors=True,
+        quantization_config=_quantization(m),
+    )  # fmt: skip
     return model, tokenizer
+
+
+def _quantization(m: ModelConfig):
+    """QLoRA's 4-bit NF4 base weights (double quantisation, compute in ``dtype``), or None."""
+    if not m.load_in_4bit:
+        return None
+    if m.lora_r <= 0:
+        raise ConfigError("model.load_in_4bit trains LoRA adapters on 4-bit base weights (QLoRA): set model.lora_r > 0")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=DTYPES[m.dtype],
+    )  # fmt: skip
 
 
 def eos_ids(tokenizer, model) -> list[int]:

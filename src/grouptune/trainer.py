@@ -693,9 +693,11 @@ def _resumable(acc: Accelerator) -> bool:
 
 def _add_lora(model, m):
     try:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     except ImportError as e:  # pragma: no cover - peft is a dependency of the lora extra
         raise ConfigError("model.lora_r > 0 needs peft: pip install 'grouptune[peft]'") from e
+    if m.load_in_4bit:  # QLoRA: norms in float32, inputs that require grad for checkpointing
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing)
     lora = LoraConfig(
         r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
         target_modules=list(m.lora_target_modules), task_type="CAUSAL_LM",
