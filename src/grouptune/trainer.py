@@ -734,11 +734,12 @@ def _load_data(
 
 
 def _check_off_policy(data: list[Example], method: Method, plan: Plan, source: str) -> None:
-    """Refuse data that cannot fill the method's off-policy members, naming the rows."""
+    """Refuse data with too few teacher responses for the method's off-policy members, naming the
+    rows (``_load_data`` already required a demonstration and a teacher column in every row)."""
     if plan.off_policy == 0:
         return
     need_teachers = plan.off_policy - 1
-    bad = [ex.index for ex in data if not ex.completion or len(ex.teacher_completions) < need_teachers]
+    bad = [ex.index for ex in data if len(ex.teacher_completions) < need_teachers]
     if bad:
         rows = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
         raise ConfigError(
