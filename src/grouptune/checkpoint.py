@@ -3,9 +3,16 @@
 Nothing here unpickles: a checkpoint directory holds
 
     model.safetensors        trainable state of the policy (the LoRA adapter only, with LoRA)
-    optimizer.safetensors    the optimizer's tensors, keyed ``state/<param index>/<name>``
-    rng.safetensors          torch's CPU (and CUDA) generator states
+    optimizer.safetensors    the optimizer's tensors, keyed ``state/<parameter name>/<name>``
+    rng.safetensors          every process's torch CPU (and CUDA) generator state
     state.json               optimizer scalars and param groups, scheduler, trainer counters
+
+The state is the *full* one, whatever the engine: under FSDP each process holds a shard of
+the weights and of the optimizer state, and ``torch.distributed.checkpoint.state_dict``
+gathers them on the main process (in CPU memory), which alone writes; on resume the main
+process reads the files and the same API broadcasts and re-shards them. So a checkpoint does
+not depend on the engine or the number of processes that wrote it. Without a process group
+(one process) the same functions read and write plain module and optimizer state.
 
 Writes are atomic: a checkpoint is written into ``<name>.tmp`` and renamed when complete,
 so a crash while saving leaves the previous checkpoint as the latest complete one; the next
@@ -22,7 +29,15 @@ import shutil
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -40,56 +55,88 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return max(done, key=lambda p: int(CKPT_RE.match(p.name).group(1)), default=None)
 
 
-def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k in names}
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    sd = optimizer.state_dict()
+def _is_main() -> bool:
+    return not _distributed() or dist.get_rank() == 0
+
+
+def _full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """The trainable weights and the optimizer state, gathered whole on the main process.
+
+    Every process must call this (it gathers FSDP shards); the others get empty dicts.
+    Optimizer state is keyed by parameter name, not by position, so it loads into any wrapping.
+    """
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    weights = get_model_state_dict(model, options=options)
+    optim = get_optimizer_state_dict(model, optimizer, options=options)
+    return {k: v.detach().contiguous() for k, v in weights.items()}, optim
+
+
+def _optimizer_to_files(sd: dict) -> tuple[dict, dict]:
     tensors, scalars = {}, {}
-    for pid, st in sd["state"].items():
+    for name, st in sd["state"].items():
         for k, v in st.items():
             if isinstance(v, torch.Tensor):
-                tensors[f"state/{pid}/{k}"] = v.detach().contiguous().cpu()
+                tensors[f"state/{name}/{k}"] = v.detach().contiguous().cpu()
             else:
-                scalars[f"{pid}/{k}"] = v
+                scalars[f"{name}/{k}"] = v
     return tensors, {"scalars": scalars, "param_groups": sd["param_groups"]}
 
 
-def _optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+def _optimizer_from_files(tensors: dict, meta: dict) -> dict:
     state: dict = {}
     for key, v in tensors.items():
-        _, pid, name = key.split("/", 2)
-        state.setdefault(int(pid), {})[name] = v
+        _, name, k = key.split("/", 2)
+        state.setdefault(name, {})[k] = v
     for key, v in meta["scalars"].items():
-        pid, name = key.split("/", 1)
-        state.setdefault(int(pid), {})[name] = v
+        name, k = key.split("/", 1)
+        state.setdefault(name, {})[k] = v
     groups = meta["param_groups"]
     for g in groups:  # JSON turns tuples into lists; restore what torch wrote
         if "betas" in g:
             g["betas"] = tuple(g["betas"])
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    return {"state": state, "param_groups": groups}
+
+
+def _rng_states() -> dict[str, torch.Tensor]:
+    """Every process's generator states (processes sample dropout masks differently)."""
+    mine = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        mine.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    every = [mine]
+    if _distributed():
+        every = [None] * dist.get_world_size()
+        dist.all_gather_object(every, mine)  # generator states, between our own processes
+    return {f"rank{r}/{k}": v for r, states in enumerate(every) for k, v in states.items()}
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, trainer_state: dict, keep_last: int = 0) -> Path:
-    """Write a checkpoint atomically to ``path``; then keep only the ``keep_last`` newest."""
+    """Write a checkpoint atomically to ``path``; then keep only the ``keep_last`` newest.
+
+    Called by every process (the state is gathered over them); the main process writes.
+    ``model`` is the unwrapped model (the FSDP-sharded module itself under FSDP).
+    """
+    weights, optim = _full_state(model, optimizer)
+    rng = _rng_states()
+    if not _is_main():
+        return path
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file(_trainable_state(model), tmp / "model.safetensors")
-    opt_tensors, opt_meta = _optimizer_to_files(optimizer)
+    save_file(weights, tmp / "model.safetensors")
+    opt_tensors, opt_meta = _optimizer_to_files(optim)
     save_file(opt_tensors, tmp / "optimizer.safetensors")
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     save_file(rng, tmp / "rng.safetensors")
     state = {
         "trainer": trainer_state,
         "optimizer": opt_meta,
         "scheduler": scheduler.state_dict(),
         "python_random": _py_random_state(),
+        "processes": dist.get_world_size() if _distributed() else 1,
     }
     for f in tmp.iterdir():  # on disk before the rename makes the checkpoint visible
         _fsync(f)
@@ -115,22 +162,42 @@ def _prune(root: Path, keep_last: int) -> None:
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    """Restore model, optimizer, scheduler and RNG from ``path``; return the trainer counters."""
+    """Restore model, optimizer, scheduler and RNG from ``path``; return the trainer counters.
+
+    Called by every process: the main process reads the tensors and broadcasts them, each
+    process keeps its shard (FSDP) or a full copy. The small files are read by every process.
+    """
     state = json.loads((path / "state.json").read_text())
-    weights = load_file(path / "model.safetensors")
-    missing = set(weights) - set(model.state_dict())
-    if missing:
-        raise ValueError(f"{path}: checkpoint weights do not match the model (e.g. {sorted(missing)[:3]})")
-    model.load_state_dict(weights, strict=False)
-    _optimizer_from_files(optimizer, load_file(path / "optimizer.safetensors"), state["optimizer"])
+    broadcast = _distributed()
+    weights, optim, problem = {}, {}, [None]
+    if _is_main():
+        weights = load_file(path / "model.safetensors")
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        unknown, missing = set(weights) - set(model.state_dict()), trainable - set(weights)
+        if unknown or missing:
+            problem = [f"{path}: checkpoint weights do not match the model (e.g. {sorted(unknown or missing)[:3]})"]
+        optim = _optimizer_from_files(load_file(path / "optimizer.safetensors"), state["optimizer"])
+    if broadcast:  # every process raises, none waits for a broadcast that never comes
+        dist.broadcast_object_list(problem, src=0)
+    if problem[0]:
+        raise ValueError(problem[0])
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=broadcast, strict=False)
+    set_model_state_dict(model, weights, options=options)
+    set_optimizer_state_dict(model, optimizer, optim, options=options)
     scheduler.load_state_dict(state["scheduler"])
-    rng = load_file(path / "rng.safetensors")
-    torch.set_rng_state(rng["torch"])
-    if torch.cuda.is_available() and "cuda0" in rng:
-        torch.cuda.set_rng_state_all([rng[f"cuda{i}"] for i in range(torch.cuda.device_count())])
+    _restore_rng(load_file(path / "rng.safetensors"), saved_by=state.get("processes", 1))
     version, internal, gauss = state["python_random"]
     random.setstate((version, tuple(internal), gauss))
     return state["trainer"]
+
+
+def _restore_rng(rng: dict[str, torch.Tensor], saved_by: int) -> None:
+    """This process's generator states; rank 0's when the checkpoint had fewer processes."""
+    rank = dist.get_rank() if _distributed() else 0
+    prefix = f"rank{rank if rank < saved_by else 0}/"
+    torch.set_rng_state(rng[prefix + "torch"])
+    if torch.cuda.is_available() and prefix + "cuda0" in rng:
+        torch.cuda.set_rng_state_all([rng[f"{prefix}cuda{i}"] for i in range(torch.cuda.device_count())])
 
 
 def _py_random_state() -> list:

@@ -144,6 +144,8 @@ class Trainer:
         )
         self.scheduler = _scheduler(self.optimizer, o.scheduler, o.warmup_steps, o.total_batches * o.steps_per_rollout)
         self.model, self.optimizer = self.acc.prepare(model, self.optimizer)
+        if self.ref_model is not None and not m.ref_on_cpu:
+            self.ref_model = _shard_reference(self.acc, self.ref_model)
         self.state = {"batch": 0, "cursor": 0, "optimizer_steps": 0, "bad_steps": 0}
         self.stop_signal: int | None = None  # set by SIGTERM / SIGINT during train()
 
@@ -586,27 +588,30 @@ class Trainer:
             (self.out / "config.yaml").write_text(config_to_yaml(self.cfg))
 
     def save_checkpoint(self) -> None:
+        """Every process takes part (FSDP shards are gathered); the main process writes."""
         if not _resumable(self.acc):  # refused in the config check; here only after a signal
-            self.acc.print("no resumable checkpoint under FSDP / DeepSpeed: the run stops without one")
+            self.acc.print("no resumable checkpoint under DeepSpeed: the run stops without one")
             return
         self.acc.wait_for_everyone()
-        if self.acc.is_main_process:
-            path = ckpt.checkpoint_dir(self.out, self.state["batch"])
-            ckpt.save_checkpoint(
-                path, self.acc.unwrap_model(self.model), self.optimizer.optimizer
-                if hasattr(self.optimizer, "optimizer") else self.optimizer,
-                self.scheduler, self.state, keep_last=self.cfg.checkpoint.keep_last,
-            )  # fmt: skip
+        path = ckpt.checkpoint_dir(self.out, self.state["batch"])
+        ckpt.save_checkpoint(
+            path, self.acc.unwrap_model(self.model), self._bare_optimizer(), self.scheduler, self.state,
+            keep_last=self.cfg.checkpoint.keep_last,
+        )  # fmt: skip
         self.acc.wait_for_everyone()
 
     def _resume(self) -> None:
         path = ckpt.latest_checkpoint(self.out)
         if path is None:
             raise ConfigError(f"checkpoint.resume: no complete checkpoint under {self.out / 'checkpoints'}")
-        opt = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
-        self.state = ckpt.load_checkpoint(path, self.acc.unwrap_model(self.model), opt, self.scheduler)
+        model = self.acc.unwrap_model(self.model)
+        self.state = ckpt.load_checkpoint(path, model, self._bare_optimizer(), self.scheduler)
         self._drop_logs_after(self.state["batch"])
         self.acc.print(f"resumed from {path} (rollout batch {self.state['batch']})")
+
+    def _bare_optimizer(self) -> torch.optim.Optimizer:
+        """The torch optimizer inside accelerate's wrapper."""
+        return getattr(self.optimizer, "optimizer", self.optimizer)
 
     def _drop_logs_after(self, batch: int) -> None:
         """Drop log records of batches after the checkpoint (a crash came before the next one):
@@ -670,10 +675,16 @@ def _sharded(acc: Accelerator) -> bool:
 def _check_engine(acc: Accelerator, plan: Plan, cfg: TrainConfig) -> None:
     """What the distributed engine cannot do with these settings, refused before anything loads.
 
-    DeepSpeed steps its optimizer inside backward (accelerate's gradient_accumulation_steps = 1).
-    Resumable checkpoints are written by the main process alone: not under FSDP or ZeRO, which
-    shard the optimizer state (and under FSDP / ZeRO-3 the weights) over processes.
+    FSDP means FSDP2 (``fully_shard``, which accelerate recommends): the reference model is
+    sharded the same way. DeepSpeed steps its optimizer inside backward (accelerate's
+    gradient_accumulation_steps = 1), and its optimizer state is DeepSpeed's own, which the
+    resumable checkpoints (safetensors, no pickle) cannot hold.
     """
+    if acc.distributed_type == DistributedType.FSDP and acc.state.fsdp_plugin.fsdp_version != 2:
+        raise ConfigError(
+            "FSDP: set fsdp_version: 2 in the accelerate config (FSDP1 is not supported; "
+            "see grouptune/configs/accelerate/fsdp.yaml)"
+        )
     if acc.distributed_type == DistributedType.DEEPSPEED and plan.groups_per_micro != plan.groups_per_step:
         raise ConfigError(
             "under DeepSpeed an optimizer step is one backward pass: set optim.micro_batch_groups to 0 "
@@ -681,14 +692,25 @@ def _check_engine(acc: Accelerator, plan: Plan, cfg: TrainConfig) -> None:
         )
     if not _resumable(acc) and (cfg.checkpoint.save_every or cfg.checkpoint.resume):
         raise ConfigError(
-            "checkpoint.save_every / checkpoint.resume: resumable checkpoints are not shard-aware yet, so they "
-            "are refused under FSDP and DeepSpeed (use DDP to resume; the final model is saved either way)"
+            "checkpoint.save_every / checkpoint.resume: resumable checkpoints are refused under DeepSpeed "
+            "(its optimizer state cannot be saved without pickle); use the FSDP or DDP config to resume "
+            "(the final model is saved either way)"
         )
 
 
 def _resumable(acc: Accelerator) -> bool:
-    """Can the main process alone write a complete resumable checkpoint?"""
-    return acc.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    """Can a resumable checkpoint be written (safetensors + JSON, the full state gathered)?"""
+    return acc.distributed_type != DistributedType.DEEPSPEED
+
+
+def _shard_reference(acc: Accelerator, ref_model):
+    """Under FSDP, shard the frozen reference model as the policy is (accelerate's FSDP2 wrapping):
+    each process holds 1/N of it, gathered layer by layer in the forward pass."""
+    if acc.distributed_type != DistributedType.FSDP:
+        return ref_model
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+    return fsdp2_prepare_model(acc, ref_model).eval()
 
 
 def _add_lora(model, m):
