@@ -124,7 +124,7 @@ class Trainer:
             model.config.use_cache = False
         self.ref_model = None
         if self.method.needs_ref_model(cfg.method) and m.lora_r == 0:
-            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            self.ref_model = _reference_copy(model, m)
             self.ref_model.to("cpu" if m.ref_on_cpu else self.acc.device)
         if m.lora_r > 0:
             model = _add_lora(model, m)
@@ -143,6 +143,7 @@ class Trainer:
             params, lr=o.lr, betas=(o.adam_beta1, o.adam_beta2), weight_decay=o.weight_decay
         )
         self.scheduler = _scheduler(self.optimizer, o.scheduler, o.warmup_steps, o.total_batches * o.steps_per_rollout)
+        _deepspeed_batch_size(self.acc, self.plan)
         self.model, self.optimizer = self.acc.prepare(model, self.optimizer)
         if self.ref_model is not None and not m.ref_on_cpu:
             self.ref_model = _shard_reference(self.acc, self.ref_model)
@@ -647,17 +648,21 @@ def _accelerator(cfg: TrainConfig) -> Accelerator:
     """accelerate's Accelerator, refusing to run launched processes as independent copies.
 
     On a host without an accelerator, accelerate treats ``torchrun`` processes as separate
-    single-process runs unless told to use the CPU: we tell it. (On such a host start the
+    single-process runs unless told to use the CPU: we tell it, unless accelerate's state was
+    already set up in this process (then it is used as it is). (On such a host start the
     processes with ``torchrun``: ``accelerate launch --cpu --num_processes N`` starts one
     process unless given an MPI hostfile.)
     """
+    from accelerate.state import PartialState
+
     if cfg.model.mixed_precision not in ("", "no", "bf16", "fp16"):
         raise ConfigError(f"model.mixed_precision: expected bf16, fp16 or no, got '{cfg.model.mixed_precision}'")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = getattr(torch, "accelerator", None)  # torch >= 2.6
     no_accelerator = not (device.is_available() if device is not None else torch.cuda.is_available())
+    set_up = bool(PartialState._shared_state)
     acc = Accelerator(
-        cpu=world > 1 and no_accelerator, mixed_precision=cfg.model.mixed_precision or None,
+        cpu=world > 1 and no_accelerator and not set_up, mixed_precision=cfg.model.mixed_precision or None,
         log_with=cfg.log.report_to or None, project_dir=str(cfg.log.output_dir),
     )  # fmt: skip
     if world > 1 and acc.num_processes != world:
@@ -685,6 +690,9 @@ def _check_engine(acc: Accelerator, plan: Plan, cfg: TrainConfig) -> None:
             "FSDP: set fsdp_version: 2 in the accelerate config (FSDP1 is not supported; "
             "see grouptune/configs/accelerate/fsdp.yaml)"
         )
+    if _sharded(acc) and acc.distributed_type == DistributedType.DEEPSPEED and cfg.model.ref_on_cpu:
+        raise ConfigError("model.ref_on_cpu: under ZeRO-3 the reference model is sharded over the processes; "
+                          "set it to false")
     if acc.distributed_type == DistributedType.DEEPSPEED and plan.groups_per_micro != plan.groups_per_step:
         raise ConfigError(
             "under DeepSpeed an optimizer step is one backward pass: set optim.micro_batch_groups to 0 "
@@ -698,19 +706,52 @@ def _check_engine(acc: Accelerator, plan: Plan, cfg: TrainConfig) -> None:
         )
 
 
+def _deepspeed_batch_size(acc: Accelerator, plan: Plan) -> None:
+    """DeepSpeed wants its micro-batch size up front (accelerate reads it from a dataloader,
+    which the trainer does not use): the sequences of one forward/backward pass per process."""
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        ds = acc.state.deepspeed_plugin.deepspeed_config
+        if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+            ds["train_micro_batch_size_per_gpu"] = plan.groups_per_micro * plan.group_size
+
+
 def _resumable(acc: Accelerator) -> bool:
     """Can a resumable checkpoint be written (safetensors + JSON, the full state gathered)?"""
     return acc.distributed_type != DistributedType.DEEPSPEED
 
 
-def _shard_reference(acc: Accelerator, ref_model):
-    """Under FSDP, shard the frozen reference model as the policy is (accelerate's FSDP2 wrapping):
-    each process holds 1/N of it, gathered layer by layer in the forward pass."""
-    if acc.distributed_type != DistributedType.FSDP:
-        return ref_model
-    from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+def _reference_copy(model, m):
+    """A frozen copy of the initial policy. Under ZeRO-3 transformers loads weights already
+    partitioned over processes (``deepspeed.zero.Init``), which a copy would not own: load again."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
 
-    return fsdp2_prepare_model(acc, ref_model).eval()
+    ref = load_model_and_tokenizer(m)[0] if is_deepspeed_zero3_enabled() else copy.deepcopy(model)
+    return ref.eval().requires_grad_(False)
+
+
+def _shard_reference(acc: Accelerator, ref_model):
+    """Shard the frozen reference model as the policy is, under FSDP2 and ZeRO-3: each process
+    holds 1/N of it, gathered layer by layer in the forward pass (as TRL does)."""
+    if acc.distributed_type == DistributedType.FSDP:
+        from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+        return fsdp2_prepare_model(acc, ref_model).eval()
+    if _sharded(acc):  # ZeRO-3: a DeepSpeed engine without optimizer, from the run's own config
+        import deepspeed
+
+        ds = copy.deepcopy(acc.state.deepspeed_plugin.deepspeed_config)
+        for training_only in ("optimizer", "scheduler"):
+            ds.pop(training_only, None)
+        zero = ds["zero_optimization"]
+        zero.pop("offload_optimizer", None)
+        h = getattr(ref_model.config, "hidden_size", None)
+        if h:  # TRL's sizes for a frozen model: gather per layer, keep only small tensors whole
+            zero.update(reduce_bucket_size=h * h, stage3_param_persistence_threshold=10 * h,
+                        stage3_prefetch_bucket_size=int(0.9 * h * h))  # fmt: skip
+        engine, *_ = deepspeed.initialize(model=ref_model, config=ds)
+        engine.eval()  # (returns None on a DeepSpeed engine)
+        return engine
+    return ref_model
 
 
 def _add_lora(model, m):
