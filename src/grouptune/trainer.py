@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
+from torch.distributed.fsdp import register_fsdp_forward_method
 
 from grouptune import checkpoint as ckpt
 from grouptune.advantages import group_advantages
@@ -145,6 +146,9 @@ class Trainer:
         self.scheduler = _scheduler(self.optimizer, o.scheduler, o.warmup_steps, o.total_batches * o.steps_per_rollout)
         _deepspeed_batch_size(self.acc, self.plan)
         self.model, self.optimizer = self.acc.prepare(model, self.optimizer)
+        # generate() is a forward pass too: under FSDP2 it must gather the root's parameters (with
+        # LoRA, PeftModel.generate bypasses the root's forward). A no-op for other engines.
+        register_fsdp_forward_method(self.acc.unwrap_model(self.model), "generate")
         if self.ref_model is not None and not m.ref_on_cpu:
             self.ref_model = _shard_reference(self.acc, self.ref_model)
         self.state = {"batch": 0, "cursor": 0, "optimizer_steps": 0, "bad_steps": 0}
@@ -693,6 +697,12 @@ def _check_engine(acc: Accelerator, plan: Plan, cfg: TrainConfig) -> None:
     if _sharded(acc) and acc.distributed_type == DistributedType.DEEPSPEED and cfg.model.ref_on_cpu:
         raise ConfigError("model.ref_on_cpu: under ZeRO-3 the reference model is sharded over the processes; "
                           "set it to false")
+    if _sharded(acc) and cfg.model.lora_r > 0 and cfg.model.merge_lora_on_save:
+        raise ConfigError(
+            "model.merge_lora_on_save: not under FSDP / ZeRO-3 (the weights are sharded); final/ then holds "
+            "the adapter: merge it after training in one process with peft, e.g. PeftModel.from_pretrained("
+            "AutoModelForCausalLM.from_pretrained(base), 'final').merge_and_unload().save_pretrained(out)"
+        )
     if acc.distributed_type == DistributedType.DEEPSPEED and plan.groups_per_micro != plan.groups_per_step:
         raise ConfigError(
             "under DeepSpeed an optimizer step is one backward pass: set optim.micro_batch_groups to 0 "
