@@ -2,15 +2,14 @@
 
 Under DDP (``torchrun --nproc_per_node 2``), FSDP2 and DeepSpeed ZeRO-2/3 (``accelerate launch``
 with the shipped configs), one launch runs ``grouptune train`` (``grouptune.cli.main``) several
-times: GFT with a batch-scaled advantage (a statistic reduced
-over processes), GIFT with the "old" and with the initial (frozen, sharded under FSDP2 and
-ZeRO-3) reference, GIFT with LoRA (reference: the adapter disabled), and, where checkpoints are
-resumable (not DeepSpeed), a GFT run stopped after 2 rollout batches and resumed with 2
-processes. The single-process references run in this process with the same settings, and resume
-the 2-process checkpoint too.
+times: GFT with a batch-scaled advantage (a statistic reduced over processes), GIFT with the
+"old" and with the initial (frozen, sharded under FSDP2 and ZeRO-3) reference, GIFT with LoRA
+(reference: the adapter disabled), and a GFT run stopped after 2 rollout batches and resumed
+with 2 processes. The single-process references run in this process with the same settings,
+and resume the 2-process checkpoint too.
 
-Why a tolerance (1e-6 under DDP; 1e-5 under the sharded engines, see the test) and not bit-equality, though these runs agree bit for bit on this
-machine: each process sums the gradient of its own rows and DDP averages the two sums, where
+Why a tolerance (1e-6 under DDP; 1e-5 under the sharded engines, see the test) and not
+bit-equality, though the DDP runs agree bit for bit on this machine: each process sums the gradient of its own rows and DDP averages the two sums, where
 one process accumulates all rows; with other batch shapes or backends floating-point sums
 in another order may round differently. The single-process references run with one thread, as
 each worker does: a different thread count rounds matrix products differently, and GIFT's
@@ -173,20 +172,16 @@ ENGINES = ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 @pytest.mark.parametrize("engine", ENGINES)
 def test_two_processes_match_one_and_write_once(engine, tiny_llama, tiny_data, tmp_path):
     """DDP (torchrun, accelerate's MULTI_CPU), and FSDP2 and ZeRO-2/3 through ``accelerate launch``
-    with the shipped configs and the shim above. DeepSpeed runs write no resumable checkpoints."""
+    with the shipped configs and the shim above."""
     two, one = tmp_path / "two", tmp_path / "one"
-    resumable = not engine.startswith("deepspeed")
     runs = [
         argv(tiny_llama, tiny_data, two / "gft", "gft", with_eval=True),
         argv(tiny_llama, tiny_data, two / "gift", "gift"),
         argv(tiny_llama, tiny_data, two / "gift_initial", "gift_initial"),
         argv(tiny_llama, tiny_data, two / "gift_lora", "gift_lora"),
+        argv(tiny_llama, tiny_data, two / "resumed", "gft", **{"optim.total_batches": 2, "checkpoint.save_every": 2}),
+        argv(tiny_llama, tiny_data, two / "resumed", "gft", **{"checkpoint.resume": "true"}),
     ]
-    if resumable:
-        runs += [
-            argv(tiny_llama, tiny_data, two / "resumed", "gft", **{"optim.total_batches": 2, "checkpoint.save_every": 2}),
-            argv(tiny_llama, tiny_data, two / "resumed", "gft", **{"checkpoint.resume": "true"}),
-        ]  # fmt: skip
     (tmp_path / "runs.json").write_text(json.dumps(runs))
     (tmp_path / "gift.json").write_text(json.dumps(argv(tiny_llama, tiny_data, tmp_path / "shards", "gift_initial")))
     if engine == "ddp":
@@ -204,9 +199,9 @@ def test_two_processes_match_one_and_write_once(engine, tiny_llama, tiny_data, t
         assert main(argv(tiny_llama, tiny_data, one / "gft", "gft", with_eval=True)) == 0
         for run in ("gift", "gift_initial", "gift_lora"):
             assert main(argv(tiny_llama, tiny_data, one / run, run)) == 0
-        if resumable:  # the 2-process checkpoint (gathered from shards under FSDP2) resumes in one process
-            shutil.copytree(two / "resumed" / "checkpoints", one / "resumed" / "checkpoints")
-            assert main(argv(tiny_llama, tiny_data, one / "resumed", "gft", **{"checkpoint.resume": "true"})) == 0
+        # The 2-process checkpoint (gathered from FSDP2 shards or ZeRO partitions) resumes in one process.
+        shutil.copytree(two / "resumed" / "checkpoints", one / "resumed" / "checkpoints")
+        assert main(argv(tiny_llama, tiny_data, one / "resumed", "gft", **{"checkpoint.resume": "true"})) == 0
     finally:
         torch.set_num_threads(threads)
 
@@ -236,8 +231,6 @@ def test_two_processes_match_one_and_write_once(engine, tiny_llama, tiny_data, t
     assert ev2["eval/eval/n_problems"] == 4
     assert ev2["eval/eval/greedy"] == ev1["eval/eval/greedy"]
 
-    if not resumable:
-        return
     # Resume with 2 processes: 2 batches, checkpoint, a new run continues to 3 == 3 straight.
     checkpoints = sorted(p.name for p in (two / "resumed" / "checkpoints").iterdir())
     assert checkpoints == ["checkpoint-0000002"]
@@ -258,22 +251,6 @@ def fake_accelerator(engine: str):
     state = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=3 if engine == "zero3" else 2),
                             fsdp_plugin=SimpleNamespace(fsdp_version=1 if engine == "fsdp1" else 2))  # fmt: skip
     return SimpleNamespace(distributed_type=kind, state=state)
-
-
-@pytest.mark.parametrize("engine", ["zero2", "zero3"])
-def test_resumable_checkpoints_are_refused_under_deepspeed(engine):
-    """DeepSpeed's optimizer state is its own (saved with pickle): ``save_every`` / ``resume``
-    are refused up front; the final save is not. (FSDP2 checkpoints: the test above.)"""
-    from grouptune.config import ConfigError, load_config
-    from grouptune.trainer import Plan, _check_engine
-
-    acc = fake_accelerator(engine)
-    plan = Plan(world=8, groups=16, group_size=8, off_policy=4, on_policy=4, groups_per_step=4, groups_per_micro=4)
-    _check_engine(acc, plan, load_config())  # no resumable checkpoints asked for: fine
-    _check_engine(fake_accelerator("fsdp2"), plan, load_config(overrides={"checkpoint.save_every": 10}))
-    for setting in ({"checkpoint.save_every": 10}, {"checkpoint.resume": True}):
-        with pytest.raises(ConfigError, match="refused under DeepSpeed"):
-            _check_engine(acc, plan, load_config(overrides=setting))
 
 
 def test_what_sharded_engines_cannot_do_is_refused_with_the_setting_to_change():

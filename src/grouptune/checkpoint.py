@@ -69,10 +69,79 @@ def _full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tup
     Every process must call this (it gathers FSDP shards); the others get empty dicts.
     Optimizer state is keyed by parameter name, not by position, so it loads into any wrapping.
     """
+    if _is_zero(optimizer):
+        return _zero_full_state(model, optimizer)
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
     weights = get_model_state_dict(model, options=options)
     optim = get_optimizer_state_dict(model, optimizer, options=options)
     return {k: v.detach().contiguous() for k, v in weights.items()}, optim
+
+
+# ------------------------------------------------------------------ DeepSpeed ZeRO
+# DeepSpeed's own checkpoints are pickled. Its tensor-fragment API reads and writes the full fp32
+# master weight and optimizer moments of each parameter whatever the stage, so a ZeRO run's
+# checkpoint has the same files, names and meaning as any other (and resumes under any engine).
+
+
+def _is_zero(optimizer) -> bool:
+    """DeepSpeed's ZeRO optimizer around the torch optimizer (``.optimizer``, on flat partitions)."""
+    return type(optimizer).__module__.startswith("deepspeed.") and hasattr(optimizer, "optimizer")
+
+
+def _zero_full_state(model: torch.nn.Module, zero) -> tuple[dict, dict]:
+    """Every trainable parameter's fp32 weight and moments, assembled from the partitions
+    (collective: every process asks for the same parameters in the same order)."""
+    from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
+
+    flat_state = next(iter(zero.optimizer.state.values()))  # the same step for every partition
+    moments = [k for k, v in flat_state.items() if torch.is_tensor(v) and v.dim() > 0]
+    weights, state = {}, {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        w = safe_get_full_fp32_param(p)
+        m = {k: safe_get_full_optimizer_state(p, k) for k in moments}
+        if _is_main():
+            weights[name] = w.detach().cpu().contiguous()
+            state[name] = {k: v.detach().cpu().contiguous() for k, v in m.items()}
+            state[name]["step"] = flat_state["step"].detach().cpu().clone()
+    hyper = {k: v for k, v in zero.optimizer.param_groups[0].items() if k != "params"}
+    return weights, {"state": state, "param_groups": [{**hyper, "params": list(state)}]} if _is_main() else {}
+
+
+def _zero_load(model: torch.nn.Module, zero, weights: dict, optim: dict) -> None:
+    """Write full weights and moments into this process's partitions, then the partitioned
+    model weights from the fp32 master weights."""
+    from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
+
+    base = zero.optimizer
+    first = next(iter(optim["state"].values()))
+    moments = [k for k, v in first.items() if torch.is_tensor(v) and v.dim() > 0]
+    hyper = {k: v for k, v in optim["param_groups"][0].items() if k != "params"}
+    for group in base.param_groups:
+        group.update(hyper)
+    # ZeRO-3 hands its flat partitions to the torch optimizer only while it steps
+    flats = getattr(zero, "fp32_partitioned_groups_flat", None) or [f for g in base.param_groups for f in g["params"]]
+    for flat in flats:  # the state of every flat partition, as after a step
+        base.state[flat] = {"step": first["step"].clone(), **{k: torch.zeros_like(flat) for k in moments}}
+    if hasattr(zero, "_lazy_init_hp_params_optimizer_state"):  # ZeRO-1/2: point the fragments at it
+        zero._hp_optimizer_states_linked = False
+        zero._lazy_init_hp_params_optimizer_state()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            safe_set_full_fp32_param(p, weights[name])
+            for k in moments:
+                safe_set_full_optimizer_state(p, optim["state"][name][k], k)
+    if hasattr(zero, "fp32_partitioned_groups_flat"):  # ZeRO-3, as at the end of its step
+        for i in range(len(zero.fp32_partitioned_groups_flat)):
+            zero._reassign_or_swap_out_partitioned_parameters(i)
+        if zero.persistent_parameters:  # small tensors every process keeps whole
+            zero.persistent_parameters[0].all_gather(zero.persistent_parameters)
+    else:
+        zero.update_lp_params()
+
+
+# ------------------------------------------------------------------ files
 
 
 def _optimizer_to_files(sd: dict) -> tuple[dict, dict]:
@@ -168,9 +237,10 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     process keeps its shard (FSDP) or a full copy. The small files are read by every process.
     """
     state = json.loads((path / "state.json").read_text())
-    broadcast = _distributed()
+    zero = _is_zero(optimizer)  # every process reads the files: each writes its own partitions
+    broadcast = _distributed() and not zero
     weights, optim, problem = {}, {}, [None]
-    if _is_main():
+    if _is_main() or zero:
         weights = load_file(path / "model.safetensors")
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         unknown, missing = set(weights) - set(model.state_dict()), trainable - set(weights)
@@ -181,9 +251,12 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
         dist.broadcast_object_list(problem, src=0)
     if problem[0]:
         raise ValueError(problem[0])
-    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=broadcast, strict=False)
-    set_model_state_dict(model, weights, options=options)
-    set_optimizer_state_dict(model, optimizer, optim, options=options)
+    if zero:
+        _zero_load(model, optimizer, weights, optim)
+    else:
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=broadcast, strict=False)
+        set_model_state_dict(model, weights, options=options)
+        set_optimizer_state_dict(model, optimizer, optim, options=options)
     scheduler.load_state_dict(state["scheduler"])
     _restore_rng(load_file(path / "rng.safetensors"), saved_by=state.get("processes", 1))
     version, internal, gauss = state["python_random"]

@@ -593,10 +593,7 @@ class Trainer:
             (self.out / "config.yaml").write_text(config_to_yaml(self.cfg))
 
     def save_checkpoint(self) -> None:
-        """Every process takes part (FSDP shards are gathered); the main process writes."""
-        if not _resumable(self.acc):  # refused in the config check; here only after a signal
-            self.acc.print("no resumable checkpoint under DeepSpeed: the run stops without one")
-            return
+        """Every process takes part (FSDP / ZeRO partitions are gathered); the main process writes."""
         self.acc.wait_for_everyone()
         path = ckpt.checkpoint_dir(self.out, self.state["batch"])
         ckpt.save_checkpoint(
@@ -686,15 +683,15 @@ def _check_engine(acc: Accelerator, plan: Plan, cfg: TrainConfig) -> None:
 
     FSDP means FSDP2 (``fully_shard``, which accelerate recommends): the reference model is
     sharded the same way. DeepSpeed steps its optimizer inside backward (accelerate's
-    gradient_accumulation_steps = 1), and its optimizer state is DeepSpeed's own, which the
-    resumable checkpoints (safetensors, no pickle) cannot hold.
+    gradient_accumulation_steps = 1).
     """
     if acc.distributed_type == DistributedType.FSDP and acc.state.fsdp_plugin.fsdp_version != 2:
         raise ConfigError(
             "FSDP: set fsdp_version: 2 in the accelerate config (FSDP1 is not supported; "
             "see grouptune/configs/accelerate/fsdp.yaml)"
         )
-    if _sharded(acc) and acc.distributed_type == DistributedType.DEEPSPEED and cfg.model.ref_on_cpu:
+    zero3 = _sharded(acc) and acc.distributed_type == DistributedType.DEEPSPEED
+    if zero3 and cfg.model.ref_on_cpu:
         raise ConfigError("model.ref_on_cpu: under ZeRO-3 the reference model is sharded over the processes; "
                           "set it to false")
     if _sharded(acc) and cfg.model.lora_r > 0 and cfg.model.merge_lora_on_save:
@@ -708,12 +705,6 @@ def _check_engine(acc: Accelerator, plan: Plan, cfg: TrainConfig) -> None:
             "under DeepSpeed an optimizer step is one backward pass: set optim.micro_batch_groups to 0 "
             f"(the {plan.groups_per_step} groups of a step at once) or use the FSDP config"
         )
-    if not _resumable(acc) and (cfg.checkpoint.save_every or cfg.checkpoint.resume):
-        raise ConfigError(
-            "checkpoint.save_every / checkpoint.resume: resumable checkpoints are refused under DeepSpeed "
-            "(its optimizer state cannot be saved without pickle); use the FSDP or DDP config to resume "
-            "(the final model is saved either way)"
-        )
 
 
 def _deepspeed_batch_size(acc: Accelerator, plan: Plan) -> None:
@@ -723,11 +714,6 @@ def _deepspeed_batch_size(acc: Accelerator, plan: Plan) -> None:
         ds = acc.state.deepspeed_plugin.deepspeed_config
         if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
             ds["train_micro_batch_size_per_gpu"] = plan.groups_per_micro * plan.group_size
-
-
-def _resumable(acc: Accelerator) -> bool:
-    """Can a resumable checkpoint be written (safetensors + JSON, the full state gathered)?"""
-    return acc.distributed_type != DistributedType.DEEPSPEED
 
 
 def _reference_copy(model, m):
