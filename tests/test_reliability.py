@@ -323,6 +323,33 @@ def test_cli_exits_1_with_the_reason_when_steps_stay_non_finite(files, tmp_path,
     assert [r["skipped_steps"] for r in records(tmp_path)] == [2]  # batch 1: both steps skipped
 
 
+def test_fp16_loss_scaler_overflows_are_the_scalers_to_skip(files, tmp_path):
+    """With fp16 (a GPU run) accelerate scales the loss; an overflowing gradient then means
+    "scale too high": the scaler skips that step and lowers the scale. The guard must let it
+    (not count the step toward max_bad_steps, which would stop every fp16 run at its start).
+    accelerate makes a scaler only for accelerators, so the test gives the trainer a CPU
+    GradScaler whose first scale overflows, as accelerate would wire a CUDA one."""
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    trainer = make_trainer(files, tmp_path, **{"optim.max_bad_steps": 1, "model.mixed_precision": "fp16"})
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127, backoff_factor=2.0**-60)
+    trainer.acc.scaler, trainer.acc.native_amp = scaler, True
+    trainer.optimizer = AcceleratedOptimizer(trainer._bare_optimizer(), scaler=scaler)
+    trainer.acc._optimizers = [trainer.optimizer]
+    before = model_weights(trainer)
+    unscaled = []
+    real_unscale = trainer.acc.unscale_gradients
+    trainer.acc.unscale_gradients = lambda *a, **k: unscaled.append(1) or real_unscale(*a, **k)
+    trainer.train()  # max_bad_steps = 1: a counted overflow would raise TrainingError
+    assert len(unscaled) == 2 * BATCHES  # the clipping norm is the true one, as accelerate does it
+
+    logged = records(tmp_path)
+    assert logged[0]["skipped_steps"] >= 1  # the first step overflowed and was skipped
+    assert scaler.get_scale() < 2.0**127
+    assert logged[-1]["optimizer_steps"] == 2 * BATCHES - sum(r["skipped_steps"] for r in logged)
+    assert any(not torch.equal(before[k], v) for k, v in model_weights(trainer).items())
+
+
 # ============================================================================ failing rewards
 
 

@@ -490,11 +490,17 @@ class Trainer:
         if o.max_grad_norm > 0:
             norm = self.acc.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
         else:
+            self.acc.unscale_gradients()  # fp16: the norm of the true gradients (a no-op otherwise)
             norm = torch.norm(torch.stack([p.grad.norm() for p in self.model.parameters() if p.grad is not None]))
         norm = float(norm)
         bad = torch.tensor([float(not (math.isfinite(norm) and math.isfinite(loss)))], device=self.acc.device)
         if self.plan.world > 1:  # the loss is per process: every process must skip the same steps
             bad = self.acc.reduce(bad, reduction="max")
+        if bad.item() and self.acc.scaler is not None and math.isfinite(loss):
+            # fp16 loss scaling: the scale was too high. The scaler skips this step and lowers it.
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"grad_norm": norm, "skipped_steps": 1.0, "lr": self.scheduler.get_last_lr()[0]}
         if bad.item():
             self.optimizer.zero_grad(set_to_none=True)
             self.state["bad_steps"] += 1
