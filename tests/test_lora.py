@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState
 from test_trainer import make_cfg, weights
 from transformers import AutoModelForCausalLM
 
@@ -24,14 +23,6 @@ def length_reward(tmp_path) -> list[str]:
     path = tmp_path / "length_reward.py"
     path.write_text(LENGTH_REWARD)
     return [f"{path}:length"]
-
-
-@pytest.fixture
-def fresh_accelerate():
-    """accelerate's state is one per process and fixes the mixed precision: start and end clean."""
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def logprobs_by_group(model, batch) -> torch.Tensor:

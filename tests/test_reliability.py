@@ -323,7 +323,7 @@ def test_cli_exits_1_with_the_reason_when_steps_stay_non_finite(files, tmp_path,
     assert [r["skipped_steps"] for r in records(tmp_path)] == [2]  # batch 1: both steps skipped
 
 
-def test_fp16_loss_scaler_overflows_are_the_scalers_to_skip(files, tmp_path):
+def test_fp16_loss_scaler_overflows_are_the_scalers_to_skip(files, tmp_path, fresh_accelerate):
     """With fp16 (a GPU run) accelerate scales the loss; an overflowing gradient then means
     "scale too high": the scaler skips that step and lowers the scale. The guard must let it
     (not count the step toward max_bad_steps, which would stop every fp16 run at its start).

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from grouptune.config import ConfigError, load_config
+from grouptune.data import DataError
 from grouptune.methods import METHODS
 from grouptune.trainer import Trainer
 
@@ -138,9 +139,14 @@ def test_impossible_batch_arithmetic_is_refused_with_the_numbers(tiny_llama, tin
         Trainer(make_cfg(tiny_llama, tiny_data, tmp_path, "gift", **{"rollout.group_size": 1}))
     with pytest.raises(ConfigError, match="num_off_policy"):
         Trainer(make_cfg(tiny_llama, tiny_data, tmp_path, "gft", **{"rollout.group_size": 4}))
-    with pytest.raises(ConfigError, match="teacher"):
+    # 4 teacher responses needed, 3 in every row: a problem of each row, with file, row and column
+    with pytest.raises(DataError) as err:
         Trainer(make_cfg(tiny_llama, tiny_data, tmp_path, "gft", **{"method.num_off_policy": 5,
                                                                   "rollout.group_size": 8}))
+    assert len(err.value.problems) == 12
+    first = err.value.problems[0]
+    assert (first.row, first.column) == (0, "teacher_completions") and first.source.endswith("train.jsonl")
+    assert "3 teacher completions" in first.message and "need 4 (method.num_off_policy)" in first.message
 
 
 def test_metrics_reach_tensorboard_through_accelerate(tiny_llama, tiny_data, tmp_path):

@@ -438,7 +438,8 @@ def _check_teacher(value, text_cells: bool) -> list[str]:
 
 
 def _row_fields(
-    row: dict, layout: _Layout, text_cells: bool, absent: set[str], gold_checks: Sequence[Callable] = ()
+    row: dict, layout: _Layout, text_cells: bool, absent: set[str], gold_checks: Sequence[Callable] = (),
+    min_teachers: int = 0,
 ) -> tuple[dict, list]:
     """The Example fields of one row, and a (column, message) per problem found in it."""
     issues: list[tuple[str, str]] = []
@@ -473,6 +474,9 @@ def _row_fields(
         "teacher_completions": read(layout.teacher, lambda v: _check_teacher(v, text_cells),
                                     "teacher_completions" in layout.fields, "teacher completions") or [],
     }  # fmt: skip
+    if 0 < len(fields_["teacher_completions"]) < min_teachers:  # none at all: reported above
+        issues.append((layout.teacher, f"{len(fields_['teacher_completions'])} teacher completions; the method's "
+                                       f"off-policy members need {min_teachers} (method.num_off_policy)"))  # fmt: skip
     return fields_, list(dict.fromkeys(issues))  # gsm8k reads gold and demonstration from one cell
 
 
@@ -566,6 +570,7 @@ def load_examples(
     split: str = "train",
     require: Iterable[str] = (),
     gold_checks: Sequence[Callable[[str], str | None]] = (),
+    min_teachers: int = 0,
 ) -> ExampleList:
     """Read, check and tokenize a data set (see the module docstring); raise one ``DataError``
     listing every problem.
@@ -573,7 +578,8 @@ def load_examples(
     ``require`` names Example fields every row must have (``answer``, ``completion``,
     ``teacher_completions``), e.g. ``("answer",)`` when a verifier needs gold answers.
     ``gold_checks`` say why a gold answer cannot be judged (a message) or return None; each
-    message is a problem of the row (e.g. ``GSM8KReward.gold_problem``).
+    message is a problem of the row (e.g. ``GSM8KReward.gold_problem``). A row with fewer than
+    ``min_teachers`` teacher completions is a problem of the row.
     ``split`` applies to hub data sets only. ``ConfigError`` for invalid settings.
     """
     _check_config(cfg)
@@ -587,7 +593,7 @@ def load_examples(
     for index, row in enumerate(table.rows):
         if row is None:
             continue
-        fields_, issues = _row_fields(row, layout, table.text_cells, absent, gold_checks)
+        fields_, issues = _row_fields(row, layout, table.text_cells, absent, gold_checks, min_teachers)
         if fields_["prompt"] is not None:
             try:
                 fields_["prompt_text"] = _render_prompt(fields_["prompt"], cfg, tokenizer)

@@ -131,11 +131,9 @@ class Trainer:
             model = _add_lora(model, m)
 
         # --------------------------------------------------------------- data and rewards
-        d = cfg.data
         self.reward_fns = build_reward_functions(cfg.reward)
         # DataError before training
         self.train_data, self.eval_data = _load_data(cfg, self.tokenizer, self.plan, self.reward_fns)
-        _check_off_policy(self.train_data, self.method, self.plan, d.train)
 
         # --------------------------------------------------------------- optimisation
         o = cfg.optim
@@ -780,37 +778,24 @@ def _load_data(
 
     Rows need a gold answer when a verifier scores them (one it can judge, for verifiers that
     say so: ``gold_problem``), and the training rows the demonstration (and teacher responses)
-    that fill the method's off-policy members.
+    that fill the method's off-policy members: the demonstration and K - 1 teacher responses.
     """
     d = cfg.data
     gold = ("answer",) if any(f in VERIFIERS for f in cfg.reward.functions) else ()
     demos = ("completion",) * (plan.off_policy > 0) + ("teacher_completions",) * (plan.off_policy > 1)
-    sources = [(d.train, d.train_split, gold + demos)] + [(src, d.eval_split, gold) for src in d.eval]
+    teachers = max(plan.off_policy - 1, 0)
+    sources = [(d.train, d.train_split, gold + demos, teachers)] + [(src, d.eval_split, gold, 0) for src in d.eval]
     gold_checks = [rf.fn.gold_problem for rf in reward_fns if hasattr(rf.fn, "gold_problem")]
     loaded, problems = [], []
-    for src, split, require in sources:
+    for src, split, require, min_teachers in sources:
         try:
-            loaded.append(load_examples(d, src, tokenizer, split=split, require=require, gold_checks=gold_checks))
+            loaded.append(load_examples(d, src, tokenizer, split=split, require=require, gold_checks=gold_checks,
+                                        min_teachers=min_teachers))  # fmt: skip
         except DataError as e:
             problems += e.problems
     if problems:
         raise DataError(problems)
     return loaded[0], dict(zip(d.eval, loaded[1:]))
-
-
-def _check_off_policy(data: list[Example], method: Method, plan: Plan, source: str) -> None:
-    """Refuse data with too few teacher responses for the method's off-policy members, naming the
-    rows (``_load_data`` already required a demonstration and a teacher column in every row)."""
-    if plan.off_policy == 0:
-        return
-    need_teachers = plan.off_policy - 1
-    bad = [ex.index for ex in data if len(ex.teacher_completions) < need_teachers]
-    if bad:
-        rows = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
-        raise ConfigError(
-            f"{source}: method {method.name} needs an expert demonstration and {need_teachers} teacher "
-            f"responses per row; rows {rows} have fewer (lower method.num_off_policy, or use gft_nomix / sft)"
-        )
 
 
 def _scheduler(optimizer, kind: str, warmup: int, total: int):
