@@ -98,10 +98,11 @@ RUNS = {
     "gift": {"method.name": "gift", "rollout.generation_batch_size": 6},
     # GIFT against the frozen initial model: a reference model (sharded under FSDP2 and ZeRO-3).
     "gift_initial": {"method.name": "gift", "method.gift_reference": "initial", "rollout.generation_batch_size": 6},
-    # LoRA: the reference is the policy with its adapter disabled; final/ holds the adapter. The
-    # random model never answers right, so a reward with spread: distinct characters.
+    # LoRA: the reference is the policy with its adapter disabled; final/ is the merged model
+    # (rebuilt whole from the gathered shards under FSDP2 / ZeRO-3). The random model never
+    # answers right, so a reward with spread: distinct characters.
     "gift_lora": {"method.name": "gift", "method.gift_reference": "initial", "rollout.generation_batch_size": 6,
-                  "model.lora_r": 4, "model.lora_target_modules": "[q_proj,v_proj]"},
+                  "model.lora_r": 4, "model.lora_target_modules": "[q_proj,v_proj]", "model.merge_lora_on_save": "true"},
 }  # fmt: skip
 DISTINCT = "def distinct(prompts, completions, **_):\n    return [len(set(c)) / 8 for c in completions]\n"
 
@@ -151,15 +152,12 @@ def run(cmd: list, timeout: float) -> tuple[int, str]:
 
 
 def final_weights(out: Path) -> dict[str, torch.Tensor]:
-    """The final model's weights, or its LoRA adapter's."""
-    final = out / "final"
-    return load_file(final / "model.safetensors" if (final / "model.safetensors").is_file() else final / "adapter_model.safetensors")
+    return load_file(out / "final" / "model.safetensors")
 
 
 def moved(weights: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> float:
-    """How far training moved the weights from the base model (LoRA: B from its initial 0)."""
-    return max(float((v - base[k] if k in base else v).abs().max()) for k, v in weights.items()
-               if k in base or "lora_B" in k)  # fmt: skip
+    """How far training moved the weights from the base model."""
+    return max(float((v - base[k]).abs().max()) for k, v in weights.items())
 
 
 def records(out: Path) -> list[dict]:
@@ -208,6 +206,7 @@ def test_two_processes_match_one_and_write_once(engine, tiny_llama, tiny_data, t
     base = load_file(Path(tiny_llama) / "model.safetensors")
     for run in RUNS:
         w1, w2 = final_weights(one / run), final_weights(two / run)
+        assert set(w2) == set(w1) == set(base), run  # a plain model, also after LoRA (merged)
         assert moved(w1, base) > 1e-3, f"{run}: training barely moved the weights ({moved(w1, base)})"
         # FSDP2 and ZeRO clip with a norm summed from per-shard norms (another rounding), and GIFT's first
         # step has a gradient norm near 1e6 (see the module docstring): 1e-5, still 100x below
@@ -260,11 +259,6 @@ def test_what_sharded_engines_cannot_do_is_refused_with_the_setting_to_change():
     plan = Plan(world=8, groups=16, group_size=8, off_policy=4, on_policy=4, groups_per_step=4, groups_per_micro=4)
     with pytest.raises(ConfigError, match="fsdp_version: 2"):
         _check_engine(fake_accelerator("fsdp1"), plan, load_config())
-    merge = {"model.lora_r": 8, "model.merge_lora_on_save": True}
-    _check_engine(fake_accelerator("zero2"), plan, load_config(overrides=merge))  # weights whole: fine
-    for engine in ("fsdp2", "zero3"):
-        with pytest.raises(ConfigError, match="merge_lora_on_save.*merge_and_unload"):
-            _check_engine(fake_accelerator(engine), plan, load_config(overrides=merge))
     with pytest.raises(ConfigError, match="ref_on_cpu"):
         _check_engine(fake_accelerator("zero3"), plan, load_config(overrides={"model.ref_on_cpu": True}))
     _check_engine(fake_accelerator("fsdp2"), plan, load_config(overrides={"model.ref_on_cpu": True}))

@@ -635,11 +635,11 @@ class Trainer:
         self.acc.wait_for_everyone()
         merge = self.cfg.model.lora_r > 0 and self.cfg.model.merge_lora_on_save
         # Every process takes part: FSDP and ZeRO-3 gather their shards into the full weights here.
-        weights = None if merge else self.acc.get_state_dict(self.model)
+        weights = self.acc.get_state_dict(self.model)
         if self.acc.is_main_process:
             model = self.acc.unwrap_model(self.model)
             if merge:  # a plain transformers model: loads without peft
-                model = copy.deepcopy(model).merge_and_unload()
+                model, weights = _merged(model, weights, self.cfg.model, sharded=_sharded(self.acc)), None
             model.save_pretrained(path, state_dict=weights, safe_serialization=True)
             self.tokenizer.save_pretrained(path)
         self.acc.wait_for_everyone()
@@ -698,12 +698,6 @@ def _check_engine(acc: Accelerator, plan: Plan, cfg: TrainConfig) -> None:
     if zero3 and cfg.model.ref_on_cpu:
         raise ConfigError("model.ref_on_cpu: under ZeRO-3 the reference model is sharded over the processes; "
                           "set it to false")
-    if _sharded(acc) and cfg.model.lora_r > 0 and cfg.model.merge_lora_on_save:
-        raise ConfigError(
-            "model.merge_lora_on_save: not under FSDP / ZeRO-3 (the weights are sharded); final/ then holds "
-            "the adapter: merge it after training in one process with peft, e.g. PeftModel.from_pretrained("
-            "AutoModelForCausalLM.from_pretrained(base), 'final').merge_and_unload().save_pretrained(out)"
-        )
     if acc.distributed_type == DistributedType.DEEPSPEED and plan.groups_per_micro != plan.groups_per_step:
         raise ConfigError(
             "under DeepSpeed an optimizer step is one backward pass: set optim.micro_batch_groups to 0 "
@@ -752,6 +746,26 @@ def _shard_reference(acc: Accelerator, ref_model):
         engine.eval()  # (returns None on a DeepSpeed engine)
         return engine
     return ref_model
+
+
+def _merged(model, weights: dict, m, sharded: bool):
+    """The policy with its LoRA adapter merged into the base weights (peft's merge_and_unload).
+
+    With sharded weights (FSDP2, ZeRO-3) the main process rebuilds the model whole on CPU from
+    the base weights and the gathered ``weights``, then merges: it needs the memory of a full copy.
+    """
+    if not sharded:
+        return copy.deepcopy(model).merge_and_unload()
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    zero3 = hf_deepspeed._hf_deepspeed_config_weak_ref  # under ZeRO-3 transformers loads partitioned:
+    hf_deepspeed.unset_hf_deepspeed_config()  # load this copy whole
+    try:
+        whole = _add_lora(load_model_and_tokenizer(m)[0], m)
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = zero3
+    whole.load_state_dict({k: v.to(whole.dtype) for k, v in weights.items()})
+    return whole.merge_and_unload()
 
 
 def _add_lora(model, m):
