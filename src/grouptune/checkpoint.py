@@ -88,13 +88,18 @@ def _is_zero(optimizer) -> bool:
     return type(optimizer).__module__.startswith("deepspeed.") and hasattr(optimizer, "optimizer")
 
 
+def _moments(state: dict) -> list[str]:
+    """The per-element entries of a parameter's optimizer state (Adam: ``exp_avg``, ``exp_avg_sq``)."""
+    return [k for k, v in state.items() if torch.is_tensor(v) and v.dim() > 0]
+
+
 def _zero_full_state(model: torch.nn.Module, zero) -> tuple[dict, dict]:
     """Every trainable parameter's fp32 weight and moments, assembled from the partitions
     (collective: every process asks for the same parameters in the same order)."""
     from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
 
     flat_state = next(iter(zero.optimizer.state.values()))  # the same step for every partition
-    moments = [k for k, v in flat_state.items() if torch.is_tensor(v) and v.dim() > 0]
+    moments = _moments(flat_state)
     weights, state = {}, {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -105,8 +110,10 @@ def _zero_full_state(model: torch.nn.Module, zero) -> tuple[dict, dict]:
             weights[name] = w.detach().cpu().contiguous()
             state[name] = {k: v.detach().cpu().contiguous() for k, v in m.items()}
             state[name]["step"] = flat_state["step"].detach().cpu().clone()
+    if not _is_main():
+        return {}, {}
     hyper = {k: v for k, v in zero.optimizer.param_groups[0].items() if k != "params"}
-    return weights, {"state": state, "param_groups": [{**hyper, "params": list(state)}]} if _is_main() else {}
+    return weights, {"state": state, "param_groups": [{**hyper, "params": list(state)}]}
 
 
 def _zero_load(model: torch.nn.Module, zero, weights: dict, optim: dict) -> None:
@@ -116,7 +123,7 @@ def _zero_load(model: torch.nn.Module, zero, weights: dict, optim: dict) -> None
 
     base = zero.optimizer
     first = next(iter(optim["state"].values()))
-    moments = [k for k, v in first.items() if torch.is_tensor(v) and v.dim() > 0]
+    moments = _moments(first)
     hyper = {k: v for k, v in optim["param_groups"][0].items() if k != "params"}
     for group in base.param_groups:
         group.update(hyper)
@@ -234,7 +241,8 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     """Restore model, optimizer, scheduler and RNG from ``path``; return the trainer counters.
 
     Called by every process: the main process reads the tensors and broadcasts them, each
-    process keeps its shard (FSDP) or a full copy. The small files are read by every process.
+    process keeps its shard (FSDP) or a full copy; under ZeRO every process reads them and
+    writes its own partitions. The small files are read by every process.
     """
     state = json.loads((path / "state.json").read_text())
     zero = _is_zero(optimizer)  # every process reads the files: each writes its own partitions
@@ -258,7 +266,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
         set_model_state_dict(model, weights, options=options)
         set_optimizer_state_dict(model, optimizer, optim, options=options)
     scheduler.load_state_dict(state["scheduler"])
-    _restore_rng(load_file(path / "rng.safetensors"), saved_by=state.get("processes", 1))
+    _restore_rng(load_file(path / "rng.safetensors"), saved_by=state["processes"])
     version, internal, gauss = state["python_random"]
     random.setstate((version, tuple(internal), gauss))
     return state["trainer"]

@@ -494,12 +494,12 @@ class Trainer:
         bad = torch.tensor([float(not (math.isfinite(norm) and math.isfinite(loss)))], device=self.acc.device)
         if self.plan.world > 1:  # the loss is per process: every process must skip the same steps
             bad = self.acc.reduce(bad, reduction="max")
-        if bad.item() and self.acc.scaler is not None and math.isfinite(loss):
-            # fp16 loss scaling: the scale was too high. The scaler skips this step and lowers it.
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            return {"grad_norm": norm, "skipped_steps": 1.0, "lr": self.scheduler.get_last_lr()[0]}
         if bad.item():
+            if self.acc.scaler is not None and math.isfinite(loss):
+                # fp16 loss scaling: the scale was too high. The scaler skips this step and lowers it.
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                return {"grad_norm": norm, "skipped_steps": 1.0, "lr": self.scheduler.get_last_lr()[0]}
             self.optimizer.zero_grad(set_to_none=True)
             self.state["bad_steps"] += 1
             self.acc.print(f"skipped optimizer step: non-finite loss {loss} or grad norm {norm}")
