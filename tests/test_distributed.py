@@ -74,7 +74,7 @@ from grouptune.config import load_config
 from grouptune.trainer import Trainer
 t = Trainer(load_config(overrides=_overrides(build_parser().parse_args(json.load(open(sys.argv[2]))))))
 fsdp = t.acc.distributed_type == DistributedType.FSDP
-for name, model in (("policy", t.model), ("reference", t.ref_model))[0 if fsdp else 1:]:
+for name, model in (("policy", t.model), ("reference", t.policy.reference))[0 if fsdp else 1:]:
     params = list(model.parameters())
     if fsdp:
         assert all(isinstance(p, DTensor) for p in params), name
@@ -254,11 +254,12 @@ def fake_accelerator(engine: str):
 
 def test_what_sharded_engines_cannot_do_is_refused_with_the_setting_to_change():
     from grouptune.config import ConfigError, load_config
-    from grouptune.trainer import Plan, _check_engine
+    from grouptune.policy import check_engine
 
-    plan = Plan(world=8, groups=16, group_size=8, off_policy=4, on_policy=4, groups_per_step=4, groups_per_micro=4)
     with pytest.raises(ConfigError, match="fsdp_version: 2"):
-        _check_engine(fake_accelerator("fsdp1"), plan, load_config())
+        check_engine(fake_accelerator("fsdp1"), load_config(), one_pass_per_step=True)
     with pytest.raises(ConfigError, match="ref_on_cpu"):
-        _check_engine(fake_accelerator("zero3"), plan, load_config(overrides={"model.ref_on_cpu": True}))
-    _check_engine(fake_accelerator("fsdp2"), plan, load_config(overrides={"model.ref_on_cpu": True}))
+        check_engine(fake_accelerator("zero3"), load_config(overrides={"model.ref_on_cpu": True}), True)
+    with pytest.raises(ConfigError, match="optim.micro_batch_groups to 0"):
+        check_engine(fake_accelerator("zero2"), load_config(), one_pass_per_step=False)
+    check_engine(fake_accelerator("fsdp2"), load_config(overrides={"model.ref_on_cpu": True}), False)

@@ -43,7 +43,7 @@ def test_lora_trains_the_adapter_only_and_its_reference_is_the_base_model(tiny_l
     policy = trainer.acc.unwrap_model(trainer.model)
 
     # No second copy of the model: the policy holds the base weights plus the adapter, nothing more.
-    assert trainer.ref_model is None
+    assert trainer.policy.reference is None
     adapter = {n for n, p in policy.named_parameters() if "lora_" in n}
     assert adapter and {n for n, p in policy.named_parameters() if p.requires_grad} == adapter
     n_adapter = sum(p.numel() for n, p in policy.named_parameters() if n in adapter)
@@ -132,7 +132,7 @@ def test_qlora_loads_4bit_nf4_base_weights_and_prepares_them_for_training(tiny_l
     import peft
     from transformers import BitsAndBytesConfig
 
-    from grouptune import modeling, trainer
+    from grouptune import modeling, policy
     from grouptune.config import ConfigError, ModelConfig
 
     seen, real_load = {}, AutoModelForCausalLM.from_pretrained
@@ -152,7 +152,7 @@ def test_qlora_loads_4bit_nf4_base_weights_and_prepares_them_for_training(tiny_l
     q = seen["quantization_config"]
     assert isinstance(q, BitsAndBytesConfig) and q.load_in_4bit and q.bnb_4bit_quant_type == "nf4"
     assert q.bnb_4bit_use_double_quant and q.bnb_4bit_compute_dtype == torch.bfloat16
-    lora_model = trainer._add_lora(model, m)
+    lora_model = policy.add_lora(model, m)
     assert prepared == [True] and hasattr(lora_model, "disable_adapter")
 
     with pytest.raises(ConfigError, match="lora_r"):

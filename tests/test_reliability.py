@@ -356,7 +356,7 @@ def test_fp16_loss_scaler_overflows_are_the_scalers_to_skip(files, tmp_path, fre
 def bad_row_trainer(files, out: Path, env, mode: str, **overrides) -> tuple[Trainer, int]:
     """A trainer whose reward function misbehaves (``mode``) on the prompt drawn second in batch 2."""
     trainer = make_trainer(files, out, **{"optim.total_batches": 2, "checkpoint.save_every": 1, **overrides})
-    row = trainer._order(3)  # batch 2 holds data positions 2 and 3
+    row = trainer.order(3)  # batch 2 holds data positions 2 and 3
     env.setenv("GT_TEST_BAD_ANSWER", trainer.train_data[row].answer)
     env.setenv("GT_TEST_MODE", mode)
     return trainer, row

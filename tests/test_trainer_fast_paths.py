@@ -3,7 +3,7 @@
 - The first optimizer step of a rollout batch takes its "old" log-probs from its own forward
   pass, detached, instead of a separate no-grad pass: the policy has not moved yet, so the
   numbers are the same. A run with the separate pass must end with the same weights.
-- ``_group_spread`` (one tensor pass) agrees with a per-group loop on random rewards with NaNs.
+- ``group_has_spread`` (one tensor pass) agrees with a per-group loop on random rewards with NaNs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 import torch
 from test_trainer import make_cfg, weights
 
-from grouptune.trainer import Trainer, _group_spread, _mean_dicts
+from grouptune.advantages import group_has_spread
+from grouptune.trainer import Trainer, _mean_dicts
 
 
 @pytest.mark.parametrize("method", ["grpo", "gift"])
@@ -54,6 +55,6 @@ def test_group_spread_matches_a_loop_over_groups():
         B = int(torch.randint(1, 5, (1,), generator=gen))
         r = torch.randint(0, 3, (B * G,), generator=gen).float()
         r[torch.rand(B * G, generator=gen) < torch.rand(1, generator=gen)] = float("nan")
-        assert _group_spread(r, G) == loop(r, G)
-    assert _group_spread(torch.tensor([1.0, float("nan"), 2.0, 2.0]), 2) == [False, False]
-    assert _group_spread(torch.tensor([0.0, 1.0, float("nan"), float("nan")]), 2) == [True, False]
+        assert group_has_spread(r, G).tolist() == loop(r, G)
+    assert group_has_spread(torch.tensor([1.0, float("nan"), 2.0, 2.0]), 2).tolist() == [False, False]
+    assert group_has_spread(torch.tensor([0.0, 1.0, float("nan"), float("nan")]), 2).tolist() == [True, False]

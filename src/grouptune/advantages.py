@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["BASELINES", "SCALES", "check_groups", "group_advantages", "group_reward_std", "reward_tensor"]
+__all__ = ["BASELINES", "SCALES", "check_groups", "group_advantages", "group_has_spread", "group_reward_std", "reward_tensor"]
 
 # Both kinds of function see the rewards as (B, G) with unjudged entries zeroed and `valid`
 # (B, G) bool, and return a tensor broadcastable to (B, G). A baseline also gets the on-policy
@@ -179,6 +179,19 @@ def group_reward_std(rewards: Tensor | Sequence[float | None], group_size: int) 
     valid = ~r.isnan()
     r, valid = torch.where(valid, r, 0.0).view(-1, group_size), valid.view(-1, group_size)
     return torch.where(_has_spread(r, valid), _unbiased_std(r, valid), 0.0).view(-1)
+
+
+@torch.no_grad()
+def group_has_spread(rewards: Tensor | Sequence[float | None], group_size: int) -> Tensor:
+    """(N / G,) bool: True where a group's judged rewards are not all equal.
+
+    Only such groups carry a signal for a group-relative method (a flat group's advantages
+    are 0); dynamic sampling keeps them and ``groups/zero_spread_frac`` counts the others.
+    A "group" of one (SFT's lone demonstration) has no spread.
+    """
+    r = reward_tensor(rewards)
+    valid = ~r.isnan()
+    return _has_spread(torch.where(valid, r, 0.0).view(-1, group_size), valid.view(-1, group_size)).view(-1)
 
 
 def _has_spread(r: Tensor, valid: Tensor) -> Tensor:

@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grouptune", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="Post-train a model with one method.", formatter_class=_Fmt)
+    train = sub.add_parser(
+        "train", help="Post-train a model with one method.", formatter_class=_Fmt, epilog=_methods_epilog(),
+    )  # fmt: skip
     _add_config_options(train)
 
     ev = sub.add_parser(
@@ -63,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_subcommands(sub, _Fmt)
     return parser
+
+
+def _methods_epilog() -> str:
+    """The registered methods (``--method.name``), each with its one-line summary."""
+    from grouptune.methods import METHODS
+
+    width = max(map(len, METHODS))
+    lines = [f"  {name:<{width}}  {m.summary}" for name, m in METHODS.items()]
+    return "methods (--method.name; the math: docs/methods.md):\n" + "\n".join(lines)
 
 
 class _Fmt(argparse.RawDescriptionHelpFormatter):
@@ -93,7 +104,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _overrides(args))
     trainer = Trainer(cfg)
     if trainer.acc.is_main_process and cfg.log.progress:  # also saved as <output_dir>/config.yaml
-        print(config_to_yaml(cfg), flush=True)
+        print(config_to_yaml(trainer.cfg), flush=True)  # resolved: the method's defaults filled in
     try:
         trainer.train()
     except TrainingError as e:

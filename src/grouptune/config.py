@@ -84,22 +84,27 @@ class RolloutConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = _f("gft", "Method: sft, sft_mix, dft, gft, gft_nomix, grpo, dapo, gspo or gift.")
-    # advantages (SPEC 2.1)
+    """Settings of the training method. ``None`` means "the method's default": each method's
+    record in ``grouptune.methods`` says what that is, and the run resolves it when it starts
+    (``config.yaml`` holds the resolved values)."""
+
+    name: str = _f("gft", "Method (the list of registered methods is at the end of `grouptune train --help`).")
+    # group advantages (docs/methods.md#group-advantages)
     adv_baseline: str = _f("mean", "Advantage baseline: mean, leave_one_out or on_policy_mean.")
     adv_scale: str = _f("group", "Advantage scale: group (std of the group), batch (std of the batch) or none.")
-    # GFT (SPEC 2.3)
+    # GFT (docs/methods.md#gft)
     tau: float = _f(0.5, "GFT rectification threshold: tokens with p <= tau get weight p (gradient coefficient 1).")
-    num_off_policy: int = _f(4, "GFT: off-policy members per group (expert demonstration first, then teacher responses).")
-    # GRPO family (SPEC 2.4)
-    loss_type: str = _f("", "GRPO aggregation: grpo, dapo, dr_grpo or bnpo (empty = the method's default).")
-    epsilon_low: float = _f(-1.0, "Lower clip range of the ratio (negative = the method's default: 0.2; GSPO 3e-4).")
-    epsilon_high: float = _f(-1.0, "Upper clip range of the ratio (negative = the method's default: 0.2; DAPO 0.28; GSPO 4e-4).")
+    num_off_policy: int = _f(4, "GFT, SFT(mix): off-policy members per group (expert demonstration first, then teacher responses).")
+    # GRPO family (docs/methods.md#grpo-family)
+    loss_type: str | None = _f(None, "GRPO aggregation: grpo, dapo, dr_grpo or bnpo (None = the method's: dapo; GSPO grpo).")
+    epsilon_low: float | None = _f(None, "Lower clip range of the ratio (None = the method's: 0.2; GSPO 3e-4).")
+    epsilon_high: float | None = _f(None, "Upper clip range of the ratio (None = the method's: 0.2; DAPO 0.28; GSPO 4e-4).")
+    importance_sampling_level: str | None = _f(None, "Ratio per token or per sequence (None = the method's: token; GSPO sequence).")
     kl_beta: float = _f(0.0, "GRPO family: coefficient of the k3 KL to the initial model (0 = no reference model).")
-    dynamic_sampling: bool = _f(False, "Drop groups with zero reward spread and draw more prompts (on by default for dapo).")
+    dynamic_sampling: bool | None = _f(None, "Drop groups with zero reward spread and draw more prompts (None = the method's: on for dapo).")
     max_resample_rounds: int = _f(4, "Dynamic sampling: most extra rounds of prompts drawn to fill a rollout batch.")
-    overlong_buffer: int = _f(0, "DAPO soft over-long penalty: length of the penalty ramp before max_new_tokens (0 = off; dapo default max_new_tokens/4).")
-    # GIFT (SPEC 2.5)
+    overlong_buffer: int | None = _f(None, "Soft over-long penalty: length of the penalty ramp before max_new_tokens, 0 = off (None = the method's: dapo max_new_tokens/4).")
+    # GIFT (docs/methods.md#gift)
     gift_beta: float = _f(1.0, "GIFT: scale of the normalised implicit reward in (a - beta * z)^2.")
     gift_reference: str = _f("old", "GIFT reference: old (the policy that sampled the batch) or initial (the frozen start).")
     gift_std_floor: float = _f(0.0, "GIFT: lower bound on the detached std of the implicit rewards (0 = the official behaviour).")
@@ -158,6 +163,10 @@ class TrainConfig:
 
 def _check_type(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` converted to the field type ``tp``, or raise ConfigError naming ``key``."""
+    if isinstance(tp, str) and tp.endswith(" | None"):  # a setting whose None means "the method's default"
+        if value is None:
+            return None
+        tp = tp.removesuffix(" | None")
     tp = {"str": str, "int": int, "float": float, "bool": bool, "list": list}.get(tp, tp) if isinstance(tp, str) else tp
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -266,4 +275,6 @@ def iter_fields(cls: type = TrainConfig, prefix: str = ""):
             name = tp.__name__ if isinstance(tp, type) else str(tp)
             if isinstance(tp, types.GenericAlias):
                 name = str(tp)
+            if isinstance(tp, types.UnionType):  # X | None: None = the method's default
+                name = next(a.__name__ for a in typing.get_args(tp) if a is not type(None))
             yield f"{prefix}{f.name}", name, default, f.metadata.get("help", "")

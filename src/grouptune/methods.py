@@ -1,26 +1,34 @@
-"""The method registry: what each method puts in a group and which loss it calls.
+"""The method registry: everything that makes one method differ from another, in one record.
 
 Every method runs through the same loop (``grouptune.trainer``). A method differs from
-another only by the entries of its ``Method`` record, looked up by name:
+another only by its ``Method`` record, looked up by name:
 
 - which members a group holds: the expert demonstration, teacher responses, on-policy
-  rollouts (``group_plan``);
+  rollouts (``off_policy``, ``on_policy``; see ``group_plan``);
 - which log-probabilities the loss needs besides the current ones: the sampling policy's
   ("old") or a frozen reference's;
+- its defaults: the ``MethodConfig`` values it runs with where the user left a setting at
+  ``None`` (clip range, aggregation, importance-sampling level, dynamic sampling, over-long
+  buffer, ...), resolved once when the run starts (``resolve_method``);
 - the loss itself: a thin call into ``grouptune.losses`` with the method's settings.
 
-Adding a method is adding one ``@register`` function here.
+Adding a method is one ``@register`` here (plus its loss in ``grouptune.losses`` and tests).
+Variants that share a loss (SFT and SFT(mix), GFT and GFT no-mix, GRPO / DAPO / GSPO) register
+the same function twice with different records. The math of each method, with its paper and
+the official code it was checked against, is in ``docs/methods.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from grouptune import losses
-from grouptune.config import ConfigError, MethodConfig, RolloutConfig
+from grouptune.config import ConfigError, MethodConfig, RolloutConfig, TrainConfig
 
 
 @dataclass
@@ -40,117 +48,142 @@ class LossInputs:
 
 
 LossFn = Callable[[LossInputs, MethodConfig], tuple[torch.Tensor, dict]]
+Default = Any  # a value, or a function of the whole TrainConfig (e.g. a length from the rollout settings)
+
+# The value of every method-dependent MethodConfig setting for a method that does not say otherwise.
+BASE_DEFAULTS: dict[str, Default] = {
+    "loss_type": "dapo",
+    "epsilon_low": 0.2,
+    "epsilon_high": 0.2,
+    "importance_sampling_level": "token",
+    "dynamic_sampling": False,
+    "overlong_buffer": 0,
+}
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     loss: LossFn
+    summary: str  # one line for --help and docs
     off_policy: str  # "none", "demo" or "demo+teacher": which data-set members join each group
     on_policy: bool  # the group holds rollouts of the current policy
     uses_advantages: bool
     tempered: bool  # the loss scores tokens under the sampling temperature (RL methods), else untempered
     needs_old: Callable[[MethodConfig], bool] = lambda m: False
     needs_ref_model: Callable[[MethodConfig], bool] = lambda m: False
+    defaults: Mapping[str, Default] = field(default_factory=dict)  # over BASE_DEFAULTS
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, **kw) -> Callable[[LossFn], LossFn]:
+def register(name: str, **record: Any) -> Callable[[LossFn], LossFn]:
+    """Register ``fn`` as the loss of method ``name``; ``record`` holds the other ``Method`` fields."""
+
     def deco(fn: LossFn) -> LossFn:
-        METHODS[name] = Method(name=name, loss=fn, **kw)
+        unknown = set(record.get("defaults", {})) - set(BASE_DEFAULTS)
+        if unknown:
+            raise ValueError(f"method {name}: defaults for settings without a base default: {sorted(unknown)}")
+        METHODS[name] = Method(name=name, loss=fn, **record)
         return fn
 
     return deco
 
 
+def method_names() -> str:
+    return ", ".join(METHODS)
+
+
 def get_method(name: str) -> Method:
     if name not in METHODS:
-        raise ConfigError(f"method.name: unknown method '{name}'; valid: {', '.join(METHODS)}")
+        raise ConfigError(f"method.name: unknown method '{name}'; valid: {method_names()}")
     return METHODS[name]
+
+
+def resolve_method(cfg: TrainConfig) -> TrainConfig:
+    """A copy of ``cfg`` whose method settings left at ``None`` hold the method's defaults.
+
+    Checked once when a run starts; the resolved config is what ``config.yaml`` records.
+    """
+    method = get_method(cfg.method.name)
+    values = {}
+    for key, default in {**BASE_DEFAULTS, **method.defaults}.items():
+        if getattr(cfg.method, key) is None:
+            values[key] = default(cfg) if callable(default) else default
+    resolved = dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, **values))
+    check_method_config(resolved.method)
+    return resolved
 
 
 # ----------------------------------------------------------------------------- imitation
 
+IMITATION = dict(on_policy=False, uses_advantages=False, tempered=False)
 
-@register("sft", off_policy="demo", on_policy=False, uses_advantages=False, tempered=False)
+
 def _sft(x: LossInputs, m: MethodConfig):
     return losses.sft_loss(x.logp, x.mask, token_normalizer=x.tokens)
 
 
-@register("sft_mix", off_policy="demo+teacher", on_policy=False, uses_advantages=False, tempered=False)
-def _sft_mix(x: LossInputs, m: MethodConfig):
-    return losses.sft_loss(x.logp, x.mask, token_normalizer=x.tokens)
-
-
-@register("dft", off_policy="demo", on_policy=False, uses_advantages=False, tempered=False)
 def _dft(x: LossInputs, m: MethodConfig):
     return losses.dft_loss(x.logp, x.mask, token_normalizer=x.tokens)
 
 
+register("sft", summary="token-mean -log p of the expert demonstration", off_policy="demo", **IMITATION)(_sft)
+register("sft_mix", summary="SFT over the demonstration and teacher responses", off_policy="demo+teacher",
+         **IMITATION)(_sft)  # fmt: skip
+register("dft", summary="-sg(p) log p on the demonstration", off_policy="demo", **IMITATION)(_dft)
+
+
 # ----------------------------------------------------------------------------- GFT
 
+HYBRID = dict(on_policy=True, uses_advantages=True, tempered=False)
 
-@register("gft", off_policy="demo+teacher", on_policy=True, uses_advantages=True, tempered=False)
+
 def _gft(x: LossInputs, m: MethodConfig):
     return losses.gft_loss(x.logp, x.mask, x.adv, tau=m.tau, token_normalizer=x.tokens)
 
 
-@register("gft_nomix", off_policy="demo", on_policy=True, uses_advantages=True, tempered=False)
-def _gft_nomix(x: LossInputs, m: MethodConfig):
-    return losses.gft_loss(x.logp, x.mask, x.adv, tau=m.tau, token_normalizer=x.tokens)
+register("gft", summary="demonstration, teacher responses and rollouts in one group; 1/p weight bounded by tau",
+         off_policy="demo+teacher", **HYBRID)(_gft)  # fmt: skip
+register("gft_nomix", summary="GFT with the demonstration as the only off-policy member", off_policy="demo",
+         **HYBRID)(_gft)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- GRPO family
 
-# Per-method defaults, used where the MethodConfig field is left at its "method default" value.
-GRPO_DEFAULTS = {
-    "grpo": dict(loss_type="dapo", epsilon_low=0.2, epsilon_high=0.2, level="token"),
-    "dapo": dict(loss_type="dapo", epsilon_low=0.2, epsilon_high=0.28, level="token"),
-    "gspo": dict(loss_type="grpo", epsilon_low=3e-4, epsilon_high=4e-4, level="sequence"),
-}
+RL = dict(off_policy="none", on_policy=True, uses_advantages=True, tempered=True, needs_old=lambda m: True,
+          needs_ref_model=lambda m: m.kl_beta > 0)  # fmt: skip
 
 
-def grpo_settings(name: str, m: MethodConfig) -> dict:
-    """The GRPO-family settings of method ``name`` with the user's overrides applied."""
-    d = dict(GRPO_DEFAULTS[name])
-    if m.loss_type:
-        d["loss_type"] = m.loss_type
-    if m.epsilon_low >= 0:
-        d["epsilon_low"] = m.epsilon_low
-    if m.epsilon_high >= 0:
-        d["epsilon_high"] = m.epsilon_high
-    return d
+def _grpo(x: LossInputs, m: MethodConfig):
+    return losses.grpo_loss(
+        x.logp, x.old_logp, x.mask, x.adv,
+        ref_logprobs=x.ref_logp, beta=m.kl_beta,
+        epsilon_low=m.epsilon_low, epsilon_high=m.epsilon_high,
+        loss_type=m.loss_type, importance_sampling_level=m.importance_sampling_level,
+        max_completion_length=x.max_completion_length,
+        token_normalizer=x.tokens, sequence_normalizer=x.sequences,
+    )  # fmt: skip
 
 
-def _grpo_family(name: str) -> LossFn:
-    def loss(x: LossInputs, m: MethodConfig):
-        s = grpo_settings(name, m)
-        return losses.grpo_loss(
-            x.logp, x.old_logp, x.mask, x.adv,
-            ref_logprobs=x.ref_logp, beta=m.kl_beta,
-            epsilon_low=s["epsilon_low"], epsilon_high=s["epsilon_high"],
-            loss_type=s["loss_type"], importance_sampling_level=s["level"],
-            max_completion_length=x.max_completion_length,
-            token_normalizer=x.tokens, sequence_normalizer=x.sequences,
-        )  # fmt: skip
-
-    return loss
-
-
-for _name in GRPO_DEFAULTS:
-    register(
-        _name, off_policy="none", on_policy=True, uses_advantages=True, tempered=True,
-        needs_old=lambda m: True, needs_ref_model=lambda m: m.kl_beta > 0,
-    )(_grpo_family(_name))  # fmt: skip
+register("grpo", summary="clipped token ratio times group advantage (+ optional k3 KL)", **RL)(_grpo)
+register(
+    "dapo", summary="GRPO with clip-higher, dynamic sampling and a soft over-long penalty", **RL,
+    defaults=dict(epsilon_high=0.28, dynamic_sampling=True, overlong_buffer=lambda c: c.rollout.max_new_tokens // 4),
+)(_grpo)  # fmt: skip
+register(
+    "gspo", summary="sequence-level ratio with a small clip range", **RL,
+    defaults=dict(loss_type="grpo", epsilon_low=3e-4, epsilon_high=4e-4, importance_sampling_level="sequence"),
+)(_grpo)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- GIFT
 
 
 @register(
-    "gift", off_policy="none", on_policy=True, uses_advantages=False, tempered=True,
+    "gift", summary="MSE between z-scored implicit (log pi/pi_ref) and explicit rewards",
+    off_policy="none", on_policy=True, uses_advantages=False, tempered=True,
     needs_old=lambda m: m.gift_reference == "old",
     needs_ref_model=lambda m: m.gift_reference == "initial",
 )  # fmt: skip
@@ -170,9 +203,9 @@ def group_plan(method: Method, m: MethodConfig, r: RolloutConfig) -> tuple[int, 
         if r.group_size < 2:
             raise ConfigError(f"rollout.group_size: {method.name} needs groups of at least 2, got {r.group_size}")
         return 0, r.group_size
-    if not method.on_policy:
-        return (1 if method.off_policy == "demo" else m.num_off_policy), 0
     k = 1 if method.off_policy == "demo" else m.num_off_policy
+    if not method.on_policy:
+        return k, 0
     if r.group_size <= k:
         raise ConfigError(
             f"rollout.group_size ({r.group_size}) must exceed the off-policy members per group ({k}) "
@@ -181,29 +214,24 @@ def group_plan(method: Method, m: MethodConfig, r: RolloutConfig) -> tuple[int, 
     return k, r.group_size - k
 
 
+CHOICES = {
+    "gift_reference": ("old", "initial"),
+    "loss_type": tuple(losses.grpo.LOSS_TYPES),
+    "importance_sampling_level": losses.grpo.IMPORTANCE_SAMPLING_LEVELS,
+}
+
+
 def check_method_config(m: MethodConfig) -> None:
     """Refuse settings that cannot mean anything, naming the setting."""
     get_method(m.name)
-    if m.gift_reference not in ("old", "initial"):
-        raise ConfigError(f"method.gift_reference: expected old or initial, got '{m.gift_reference}'")
-    if m.loss_type and m.loss_type not in ("grpo", "dapo", "dr_grpo", "bnpo"):
-        raise ConfigError(f"method.loss_type: expected grpo, dapo, dr_grpo or bnpo, got '{m.loss_type}'")
+    for key, allowed in CHOICES.items():
+        value = getattr(m, key)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"method.{key}: expected {' or '.join(allowed)}, got '{value}'")
     if not 0.0 <= m.tau <= 1.0:
         raise ConfigError(f"method.tau must lie in [0, 1], got {m.tau}")
     if m.num_off_policy < 1:
         raise ConfigError(f"method.num_off_policy must be >= 1, got {m.num_off_policy}")
-
-
-def dynamic_sampling(m: MethodConfig) -> bool:
-    """DAPO drops zero-spread groups and draws more prompts; other methods when asked."""
-    return m.dynamic_sampling or m.name == "dapo"
-
-
-def overlong_buffer(m: MethodConfig, r: RolloutConfig) -> int:
-    """Length of DAPO's soft over-long penalty ramp (0 = no penalty)."""
-    if m.overlong_buffer > 0:
-        return m.overlong_buffer
-    return r.max_new_tokens // 4 if m.name == "dapo" else 0
 
 
 def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int) -> torch.Tensor:

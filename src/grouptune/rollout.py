@@ -1,7 +1,8 @@
 """Rollouts and the tensors of a batch: sampling with ``transformers`` generation, padding,
 and per-token log-probabilities of completions under a model.
 
-Layout (SPEC §1): rows are group-contiguous; prompts are left-padded, completions
+Layout: rows are group-contiguous (rows ``g*G .. g*G+G-1`` are the members of group ``g``; a
+group is never split across micro-batches or processes); prompts are left-padded, completions
 right-padded, so ``cat([prompt_ids, completion_ids], 1)`` is one causal sequence per row.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
+import torch.nn.functional as F
 
 from grouptune.logprobs import logprobs_and_entropy
 
@@ -26,6 +28,8 @@ class Batch:
     truncated: torch.Tensor  # (N,) bool: hit max_new_tokens without EOS
     example_index: torch.Tensor  # (N,) position of the prompt's example in the data set
     group_size: int
+    texts: list[str] | None = None  # (N,) decoded completions, as the reward functions saw them
+    reward_parts: dict[str, torch.Tensor] | None = None  # reward function -> (N,) its unweighted rewards
     rewards: torch.Tensor | None = None  # (N,) NaN = unjudged
     adv: torch.Tensor | None = None  # (N,)
     old_logp: torch.Tensor | None = None  # (N, T)
@@ -38,10 +42,25 @@ class Batch:
     def groups(self, start: int, stop: int) -> Batch:
         """Groups ``start .. stop-1`` as a Batch (groups are never split)."""
         rows = slice(start * self.group_size, stop * self.group_size)
-        kw = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            kw[f.name] = v[rows] if isinstance(v, torch.Tensor) else v
+        return Batch(**{f.name: _rows(getattr(self, f.name), rows) for f in fields(self)})
+
+    @staticmethod
+    def cat(batches: list[Batch], pad_id: int) -> Batch:
+        """The rows of ``batches`` in order, re-padded to common prompt and completion widths."""
+        P = max(b.prompt_ids.shape[1] for b in batches)
+        T = max(b.completion_ids.shape[1] for b in batches)
+
+        def widen(name: str, width: int, value: float, left: bool) -> torch.Tensor | None:
+            parts = [getattr(b, name) for b in batches]
+            if parts[0] is None:
+                return None
+            return torch.cat([F.pad(t, (width - t.shape[1], 0) if left else (0, width - t.shape[1]), value=value)
+                              for t in parts])  # fmt: skip
+
+        padded = {"prompt_ids": (P, pad_id, True), "prompt_mask": (P, 0, True), "completion_ids": (T, pad_id, False),
+                  "completion_mask": (T, 0, False), "old_logp": (T, 0.0, False), "ref_logp": (T, 0.0, False)}  # fmt: skip
+        kw = {name: widen(name, *how) for name, how in padded.items()}
+        kw.update({f.name: _cat([getattr(b, f.name) for b in batches]) for f in fields(Batch) if f.name not in padded})
         return Batch(**kw)
 
     def trimmed(self) -> Batch:
@@ -59,8 +78,28 @@ class Batch:
         return out
 
     def to(self, device: torch.device | str) -> Batch:
+        """The tensors of the batch on ``device`` (texts and per-function rewards stay where they are)."""
         kw = {f.name: getattr(self, f.name) for f in fields(self)}
         return Batch(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
+
+
+def _rows(value, rows: slice):
+    """Rows ``rows`` of one Batch field (tensors, lists and per-function dicts are per row)."""
+    if isinstance(value, dict):
+        return {k: v[rows] for k, v in value.items()}
+    return value[rows] if isinstance(value, (torch.Tensor, list)) else value
+
+
+def _cat(values: list):
+    """One Batch field of several batches, concatenated along the rows."""
+    first = values[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(values)
+    if isinstance(first, list):
+        return [x for v in values for x in v]
+    if isinstance(first, dict):
+        return {k: torch.cat([v[k] for v in values]) for k in first}
+    return first  # group_size, or None
 
 
 def pad(seqs: list[list[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
