@@ -1,4 +1,4 @@
-"""Package hygiene: every module imports, no import cycles, the package __init__ stays light, lint is clean."""
+"""Package hygiene: every module imports, no import cycles, the package __init__ stays light, lint clean."""
 
 from __future__ import annotations
 

@@ -164,15 +164,18 @@ def row_fields(row: dict, rules: RowRules) -> tuple[dict, list[tuple[str, str]]]
         ((c, r) for c, r in layout.gold if present(lookup(row, c, text_cells))), layout.gold[-1]
     )
     read_gold = partial(_judgeable_gold, reader=gold_reader, checks=rules.gold_checks)
-    fields = {
+    fields = {  # read in this order: a row's problems are listed in it
         "prompt": reader.read(layout.prompt, partial(check_prompt, text_cells=text_cells), True, "prompt"),
         "answer": reader.read(gold_column, read_gold, "answer" in wanted, "gold answer"),
-        "completion": reader.read(*layout.demo, "completion" in wanted, "demonstration") if layout.demo else None,
-        "teacher_completions": reader.read(
-            layout.teacher, partial(check_teacher, text_cells=text_cells),
-            "teacher_completions" in wanted, "teacher completions",
-        ) or [],
-    }  # fmt: skip
+        "completion": None,
+    }
+    if layout.demo:
+        fields["completion"] = reader.read(*layout.demo, "completion" in wanted, "demonstration")
+    read_teachers = partial(check_teacher, text_cells=text_cells)
+    teachers = reader.read(
+        layout.teacher, read_teachers, "teacher_completions" in wanted, "teacher completions"
+    )
+    fields["teacher_completions"] = teachers or []
     reader.issues += _too_few_teachers(fields["teacher_completions"], layout.teacher, rules.min_teachers)
     return fields, list(dict.fromkeys(reader.issues))  # gsm8k reads gold and demonstration from one cell
 

@@ -74,10 +74,17 @@ def fit_prompts(
             ids = ids[-cfg.max_prompt_length :]
             text = tokenizer.decode(ids, skip_special_tokens=False)
             report.n_truncated += 1
-        examples.append(Example(
-            prompt=f["prompt"], prompt_text=text, prompt_ids=ids, answer=f["answer"], completion=f["completion"],
-            teacher_completions=f["teacher_completions"], row=dict(row), index=index,
-        ))  # fmt: skip
+        example = Example(
+            prompt=f["prompt"],
+            prompt_text=text,
+            prompt_ids=ids,
+            answer=f["answer"],
+            completion=f["completion"],
+            teacher_completions=f["teacher_completions"],
+            row=dict(row),
+            index=index,
+        )
+        examples.append(example)
     return examples
 
 
