@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
 import yaml
 
 from grouptune.config import TrainConfig, load_config
-from grouptune.testbed.paths import base_model_path, data_path
+from grouptune.testbed.paths import EVAL_SPLITS, base_model_path, data_path
+from grouptune.testbed.report import write_report
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-EVAL_SPLITS = ("test", "test_hard")
 
 
 def testbed_config(overrides: dict | None = None) -> TrainConfig:
@@ -138,8 +137,6 @@ def run_compare(args: argparse.Namespace) -> int:
         extra[key] = parse_cli_value(value)
     out = Path(args.output_dir or f"reports/{suite['name']}")
     results = compare(suite, seeds, out, extra)
-    from grouptune.testbed.report import write_report
-
     write_report(suite, results, out)
     print((out / "report.md").read_text())
     return 0
@@ -185,10 +182,3 @@ def _settings(stage: dict) -> dict:
 
 def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in label).strip("_").lower()
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    vals = [v for v in values if v == v]
-    if not vals:
-        return float("nan"), float("nan")
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SPLITS = ("train", "test", "test_hard")
+EVAL_SPLITS = ("test", "test_hard")  # held out: what ``demo`` and ``compare`` report on
 
 
 def base_model_path() -> Path:

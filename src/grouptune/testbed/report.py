@@ -7,9 +7,10 @@ mean ± standard deviation over seeds.
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
-from grouptune.testbed.commands import EVAL_SPLITS, mean_std
+from grouptune.testbed.paths import EVAL_SPLITS
 
 CURVES = [
     ("reward/mean", "training reward (rollouts; SFT, DFT: data-set members)"),
@@ -17,6 +18,14 @@ CURVES = [
     ("entropy", "entropy"),
     ("grad_norm", "grad norm (before clipping)"),
 ]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and standard deviation over seeds; NaN values (a metric a run did not log) are left out."""
+    vals = [v for v in values if v == v]
+    if not vals:
+        return float("nan"), float("nan")
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
 def _final_eval(final: dict, split: str, key: str) -> float:

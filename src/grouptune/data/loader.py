@@ -1,0 +1,87 @@
+"""``load_examples``: read a source, check every row, render and tokenize the prompts, and
+either return every ``Example`` or raise one ``DataError`` listing every problem."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+
+from grouptune.config import DataConfig
+from grouptune.data.checks import RowRules, missing_columns, row_fields
+from grouptune.data.example import Example, ExampleList, LoadReport
+from grouptune.data.presets import check_config, layout_for
+from grouptune.data.problems import BadValue, DataError, Problem
+from grouptune.data.prompts import fit_prompts, render_prompt
+from grouptune.data.readers import Table, read_source
+
+logger = logging.getLogger("grouptune.data")  # the package's one logger, as before it was split
+
+
+def load_examples(
+    cfg: DataConfig,
+    source: str,
+    tokenizer,
+    *,
+    split: str = "train",
+    require: Iterable[str] = (),
+    gold_checks: Sequence[Callable[[str], str | None]] = (),
+    min_teachers: int = 0,
+) -> ExampleList:
+    """Read, check and tokenize a data set (see the package docstring); raise one ``DataError``
+    listing every problem.
+
+    ``require`` names Example fields every row must have (``answer``, ``completion``,
+    ``teacher_completions``), e.g. ``("answer",)`` when a verifier needs gold answers.
+    ``gold_checks`` say why a gold answer cannot be judged (a message) or return None; each
+    message is a problem of the row (e.g. ``GSM8KReward.gold_problem``). A row with fewer than
+    ``min_teachers`` teacher completions is a problem of the row.
+    ``split`` applies to hub data sets only. ``ConfigError`` for invalid settings.
+    """
+    check_config(cfg)
+    layout = layout_for(cfg, require)
+    table = read_source(source, split)
+    absent, problems = missing_columns(table, layout)
+    problems = table.problems + problems
+    if "completion" in layout.fields and layout.demo is None:
+        problems.append(Problem(table.name, None, None, f"preset {cfg.preset!r} has no demonstrations"))
+    rules = RowRules(layout, table.text_cells, absent, gold_checks, min_teachers)
+    drafts = _check_rows(table, rules, cfg, tokenizer, problems)
+    report = LoadReport(table.name, n_rows=len(table.rows))
+    examples = fit_prompts(drafts, cfg, tokenizer, table, problems, report)
+    _raise_problems(table, cfg, examples, problems)
+    report.n_loaded = len(examples)
+    report.max_prompt_tokens = max(len(ex.prompt_ids) for ex in examples)
+    (logger.warning if report.n_dropped or report.n_truncated else logger.info)("loaded %s", report)
+    return ExampleList(examples, report)
+
+
+def _check_rows(table: Table, rules: RowRules, cfg: DataConfig, tokenizer, problems: list[Problem]) -> list:
+    """(index, raw row, fields) of each row without problems, prompt rendered; the problems of
+    the other rows are appended to ``problems``, in row order."""
+    drafts = []
+    for index, row in enumerate(table.rows):
+        if row is None:  # unreadable: the reader reported it
+            continue
+        fields, issues = row_fields(row, rules)
+        if fields["prompt"] is not None:
+            try:
+                fields["prompt_text"] = render_prompt(fields["prompt"], cfg, tokenizer)
+            except BadValue as exc:
+                issues.append((rules.layout.prompt, str(exc)))
+        problems += [Problem(table.name, index, column, msg, table.line(index)) for column, msg in issues]
+        if not issues and fields["prompt"] is not None:  # None: the prompt column is absent
+            drafts.append((index, row, fields))
+    return drafts
+
+
+def _raise_problems(table: Table, cfg: DataConfig, examples: list[Example], problems: list[Problem]) -> None:
+    """One ``DataError`` with every problem, whole-source problems first, then by row; also
+    when nothing is left to train on."""
+    if not table.rows:
+        problems.append(Problem(table.name, None, None, "no rows"))
+    elif not problems and not examples:
+        problems.append(
+            Problem(table.name, None, None, f"every prompt is longer than {cfg.max_prompt_length} tokens")
+        )
+    if problems:
+        raise DataError(sorted(problems, key=lambda p: -1 if p.row is None else p.row))
