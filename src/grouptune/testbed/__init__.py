@@ -1,4 +1,4 @@
-"""The embedded testbed: multi-digit arithmetic with a tiny pretrained model (SPEC section 7).
+"""The embedded testbed: multi-digit arithmetic with a tiny pretrained model (README, "The embedded testbed").
 
 ``arithmetic`` generates the task, ``tokenizer`` builds the character tokenizer,
 ``pretrain`` trains the shipped base model, ``paths`` locates the shipped files and
