@@ -13,7 +13,7 @@ bit-equality, though the DDP runs agree bit for bit on this machine: each proces
 one process accumulates all rows; with other batch shapes or backends floating-point sums
 in another order may round differently. The single-process references run with one thread, as
 each worker does: a different thread count rounds matrix products differently, and GIFT's
-first step with the "old" reference amplifies that rounding by 1/eps (SPEC 2.5, its implicit
+first step with the "old" reference amplifies that rounding by 1/eps (docs/methods.md#gift: its implicit
 rewards are all equal up to rounding). Everything else is equal by construction: the same
 prompts reach the same optimizer step (groups are laid out step-major over processes),
 rollouts are sampled in chunks seeded by their global position

@@ -1,4 +1,4 @@
-"""Group-relative advantages (SPEC §2.1): ``A_i = (R_i - b_i) / (s + eps)``.
+"""Group-relative advantages (docs/methods.md#group-advantages): ``A_i = (R_i - b_i) / (s + eps)``.
 
 Rewards arrive group-contiguous: rows ``g*G ... g*G+G-1`` are the ``G`` responses to prompt
 ``g``. A reward that is ``None`` (in a list) or NaN (in a tensor) means the reward function
@@ -10,7 +10,7 @@ Baselines and scales are small registered functions, looked up by name (verl's
     baseline        b_i                                            used by
     mean            mean of the group (off-policy members too)     GRPO, GFT, GIFT (default)
     leave_one_out   mean of the other members of the group         RLOO
-    on_policy_mean  mean of the group's on-policy members          LUFFY
+    on_policy_mean  mean of the group's on-policy members          (an option)
 
     scale           denominator
     group           unbiased (N-1) std of the group + eps          GRPO (default)

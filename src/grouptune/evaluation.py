@@ -1,8 +1,8 @@
-"""Held-out evaluation (SPEC 6): greedy accuracy, avg@k and unbiased pass@k.
+"""Held-out evaluation: greedy accuracy, avg@k and the unbiased pass@k of arXiv 2107.03374.
 
 A completion is *correct* when the first reward function (the verifier) gives it at
-least 0.5 — the verifiers of SPEC 5 are binary. Used during training and by
-``grouptune eval``.
+least 0.5 — the built-in verifiers of :mod:`grouptune.rewards` are binary. Used during
+training and by ``grouptune eval``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Explicit rewards (SPEC 5): built-in verifiers, reward models, user functions, and scoring a batch.
+"""Explicit rewards (docs/methods.md#explicit-rewards): verifiers, reward models, user functions, scoring.
 
 Every reward function has TRL's call shape::
 

@@ -9,7 +9,7 @@ it -- generation (transformers, continuous batching or vLLM), reward functions a
 models, PEFT, DeepSpeed/FSDP, logging, checkpoints -- except the few methods below. The math
 is ``grouptune.advantages`` and ``grouptune.losses``, the same functions the native loop calls.
 
-GIFTTrainer (SPEC §2.5) overrides
+GIFTTrainer (docs/methods.md#gift) overrides
     _compute_loss                    ``gift_loss`` instead of the clipped-ratio loss: no ratio,
                                      no clipping, no KL.
     _generate_and_score_completions  adds the explicit rewards to the batch (GIFT normalises the
@@ -23,12 +23,13 @@ GIFTTrainer (SPEC §2.5) overrides
     __init__                         turns TRL's reference model on for reference ``initial``
                                      (TRL only builds one when its KL coefficient is non-zero).
 
-GFTTrainer (SPEC §2.3) overrides
+GFTTrainer (docs/methods.md#gft) overrides
     _generate_single_turn            samples only the ``M`` on-policy members of each group; the
                                      first ``K`` members are the data set's expert demonstration
                                      and teacher responses, tokenized.
-    _generate_and_score_completions  advantages over the whole hybrid group (SPEC §2.1) from the
-                                     rewards TRL's reward functions gave every member.
+    _generate_and_score_completions  advantages over the whole hybrid group from the rewards
+                                     TRL's reward functions gave every member
+                                     (docs/methods.md#group-advantages).
     _compute_loss                    ``gft_loss``: rectified, advantage-weighted token-mean.
 
 Both also extend ``_calculate_rewards`` to keep the summed, weighted rewards of the whole batch.
@@ -105,7 +106,7 @@ def _eval_on(config: GRPOConfig) -> bool:
 
 @dataclass
 class GIFTConfig(GRPOConfig):
-    """``GRPOConfig`` plus GIFT's settings (SPEC §2.5).
+    """``GRPOConfig`` plus GIFT's settings (docs/methods.md#gift).
 
     GIFT normalises the implicit reward within each group at the current parameters, so every
     micro-batch holds whole groups: ``per_device_train_batch_size`` must be a multiple of
@@ -163,15 +164,15 @@ class GIFTConfig(GRPOConfig):
 
 @dataclass
 class GFTConfig(GRPOConfig):
-    """``GRPOConfig`` plus GFT's settings (SPEC §2.3).
+    """``GRPOConfig`` plus GFT's settings (docs/methods.md#gft).
 
     ``num_generations`` is the size of the hybrid group: ``num_off_policy`` members from the data
     set (the expert demonstration first, then teacher responses) plus ``num_generations -
     num_off_policy`` sampled ones. The paper's setting is 4 + 4 (three teacher responses per row);
     ``num_off_policy=1`` is GFT (no mix). Advantages use TRL's ``scale_rewards`` as the scale of
-    SPEC §2.1 and ``gft_baseline`` as the baseline. Sampling must be at temperature 1: GFT's
-    rectification reads the untempered probabilities, and TRL scores tokens at the sampling
-    temperature. TRL's ``beta`` (KL) must stay 0.
+    the group advantage (docs/methods.md#group-advantages) and ``gft_baseline`` as the baseline.
+    Sampling must be at temperature 1: GFT's rectification reads the untempered probabilities,
+    and TRL scores tokens at the sampling temperature. TRL's ``beta`` (KL) must stay 0.
     """
 
     num_off_policy: int = field(
@@ -326,7 +327,10 @@ class _GroupTrainer(GRPOTrainer):
 
 
 class GIFTTrainer(_GroupTrainer):
-    """TRL's ``GRPOTrainer`` with GIFT's loss (SPEC §2.5); takes a ``GIFTConfig``, else the same arguments."""
+    """TRL's ``GRPOTrainer`` with GIFT's loss (docs/methods.md#gift).
+
+    Takes a ``GIFTConfig``, else the same arguments.
+    """
 
     _tag_names = ["trl", "grouptune", "gift"]
     _name = "GIFT"
@@ -396,7 +400,7 @@ class GIFTTrainer(_GroupTrainer):
 
 
 class GFTTrainer(_GroupTrainer):
-    """TRL's ``GRPOTrainer`` with GFT's hybrid groups and loss (SPEC §2.3); takes a ``GFTConfig``.
+    """TRL's ``GRPOTrainer`` with GFT's hybrid groups and loss (docs/methods.md#gft); takes a ``GFTConfig``.
 
     Text prompts only, without ``tools``, ``environment_factory`` or ``rollout_func``: those
     change how completions are produced, and GFT's groups take theirs partly from the data set.

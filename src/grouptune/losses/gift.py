@@ -57,7 +57,7 @@ def gift_loss(
     even count, of ``std_g R / std_g k``: the per-prompt ``beta(x)`` of the optimum
     ``pi ∝ pi_ref * exp(R / beta(x))``).
 
-    Versus the official code (the author's verl pull request, per SPEC §2.5): same loss and
+    Versus the official code (the author's verl pull request; docs/methods.md#gift): same loss and
     default degeneracy; ``std_floor`` and ``sequence_normalizer`` are additions.
     """
     n, n_rewards = logprobs.shape[0], reward_tensor(rewards).numel()
