@@ -1,8 +1,8 @@
 """A TRL user's switch from GRPO to GIFT and to GFT: one import, plus the method's own settings.
 
     python examples/trl_gift_gft.py --method grpo                 # TRL's GRPO, the starting point
-    python examples/trl_gift_gft.py --method gift                 # GIFT (SPEC §2.5)
-    python examples/trl_gift_gft.py --method gft                  # GFT (SPEC §2.3)
+    python examples/trl_gift_gft.py --method gift                 # GIFT (docs/methods.md#gift)
+    python examples/trl_gift_gft.py --method gft                  # GFT (docs/methods.md#gft)
     accelerate launch examples/trl_gift_gft.py --method gift --use-vllm   # TRL's vLLM, DeepSpeed... as before
     python examples/trl_gift_gft.py --method gft --smoke          # 2 steps, tiny local model, CPU, offline
 

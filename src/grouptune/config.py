@@ -95,7 +95,7 @@ class MethodConfig:
     # GFT (docs/methods.md#gft)
     tau: float = _f(0.5, "GFT rectification threshold: tokens with p <= tau get weight p (gradient coefficient 1).")
     num_off_policy: int = _f(4, "GFT, SFT(mix): off-policy members per group (expert demonstration first, then teacher responses).")
-    # GRPO family (docs/methods.md#grpo-family)
+    # GRPO family (docs/methods.md#grpo)
     loss_type: str | None = _f(None, "GRPO aggregation: grpo, dapo, dr_grpo or bnpo (None = the method's: dapo; GSPO grpo).")
     epsilon_low: float | None = _f(None, "Lower clip range of the ratio (None = the method's: 0.2; GSPO 3e-4).")
     epsilon_high: float | None = _f(None, "Upper clip range of the ratio (None = the method's: 0.2; DAPO 0.28; GSPO 4e-4).")
