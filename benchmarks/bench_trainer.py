@@ -350,7 +350,7 @@ def markdown(summary: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suites", default="step,memory,rollout")
     p.add_argument("--repeats", type=int, default=3, help="processes per case, interleaved across cases")
@@ -369,27 +369,32 @@ def main() -> None:
     p.add_argument("--assets", help=argparse.SUPPRESS)
     p.add_argument("--child", nargs=2, metavar=("SUITE", "CASE"), help=argparse.SUPPRESS)
     p.add_argument("--render", action="store_true", help="rewrite the Markdown table from the JSON at --out")
-    a = p.parse_args()
+    return p.parse_args()
+
+
+def run_child(a: argparse.Namespace) -> dict:
+    """One measured case in this (fresh) process."""
+    import torch
+
+    torch.set_num_threads(a.threads)
+    assets = json.loads((Path(a.assets) / "assets.json").read_text())
+    suite, case = a.child
+    if suite == "step":
+        return run_step_child(a, assets, case, a.batches)
+    if suite == "memory":
+        return run_step_child(a, assets, case, 1)
+    return run_rollout_child(a, assets, case)
+
+
+def main() -> None:
+    a = parse_args()
     if a.render:
         saved = json.loads(Path(a.out).read_text())
         Path(a.out).with_suffix(".md").write_text(markdown(saved["summary"], saved["meta"]))
         return
-
     if a.child:
-        import torch
-
-        torch.set_num_threads(a.threads)
-        assets = json.loads((Path(a.assets) / "assets.json").read_text())
-        suite, case = a.child
-        if suite == "step":
-            result = run_step_child(a, assets, case, a.batches)
-        elif suite == "memory":
-            result = run_step_child(a, assets, case, 1)
-        else:
-            result = run_rollout_child(a, assets, case)
-        print(json.dumps(result))
+        print(json.dumps(run_child(a)))
         return
-
     raw: dict = {}
     loads: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -109,6 +109,35 @@ def test_package_init_does_not_import_torch_or_transformers():
     assert out.split() == ["False", "False"]
 
 
+MAX_FILE_LINES = 500
+MAX_FUNCTION_LINES = 60  # lines of code: docstrings, comments and blank lines not counted
+
+
+def code_lines(source: list[str], node: ast.AST) -> int:
+    body = getattr(node, "body", [])
+    doc = body[0] if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else None
+    skip = set(range(doc.lineno, doc.end_lineno + 1)) if doc else set()
+    return sum(
+        1
+        for i in range(node.lineno, node.end_lineno + 1)
+        if i not in skip and source[i - 1].strip() and not source[i - 1].strip().startswith("#")
+    )
+
+
+def test_no_file_or_function_is_too_long():
+    """Files stay readable: none over 500 lines, no function over 60 lines of code."""
+    too_long = []
+    for path in sorted([*(ROOT / "src").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]):
+        text = path.read_text(encoding="utf-8")
+        source = text.splitlines()
+        if len(source) > MAX_FILE_LINES:
+            too_long.append(f"{path.relative_to(ROOT)}: {len(source)} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and code_lines(source, node) > MAX_FUNCTION_LINES:
+                too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {code_lines(source, node)} lines")
+    assert not too_long, "\n".join(too_long)
+
+
 def test_ruff_is_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     result = subprocess.run(

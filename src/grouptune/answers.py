@@ -1,7 +1,7 @@
 """Reading final answers out of text, and judging math answers with math-verify.
 
 Shared by the data loader (gold answers of the presets) and the verifier rewards. Kept free
-of torch so that the math-verify worker process (see ``grouptune.rewards``) starts in half a
+of torch so that the math-verify worker process (see ``grouptune.time_limits``) starts in half a
 second: it imports only this module and math-verify.
 
 - ``last_boxed``: the content of the last ``\\boxed{...}`` (braces balanced).
@@ -88,7 +88,7 @@ def last_number(completion: str) -> Fraction | None:
 
 class _NoTimeoutDisabledWarning(logging.Filter):
     """math-verify warns once that with its timeouts off "you must provide the logic for timeout
-    interruption yourself" — we do (``grouptune.rewards.judge_math``), so the warning would mislead."""
+    interruption yourself" — we do (``grouptune.time_limits.judge_math``), so the warning would mislead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Timeout is disabled")

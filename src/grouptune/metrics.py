@@ -1,6 +1,8 @@
-"""Evaluation arithmetic: greedy accuracy, avg@k and the unbiased pass@k, plus a Markdown table.
+"""Metric arithmetic: the statistics of a rollout batch, and evaluation's greedy accuracy,
+avg@k and unbiased pass@k, plus a Markdown table.
 
-Pure functions of correctness flags; generating and judging the samples is the evaluator's job.
+Pure functions of tensors and correctness flags; generating and judging the samples is the
+trainer's and the evaluator's job.
 
 - greedy: fraction of problems whose greedy (temperature 0) answer is correct.
 - avg@k: mean accuracy of one sample, averaged over problems (the papers' "mean accuracy
@@ -16,6 +18,10 @@ Accuracies are fractions in [0, 1]; ``format_table`` shows them as percentages.
 from __future__ import annotations
 
 import math
+
+import torch
+
+from grouptune.advantages import group_has_spread
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -86,3 +92,48 @@ def format_table(results: dict[str, dict]) -> str:
         cells = [name] + [_cell(c, metrics.get(c)) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def rollout_metrics(
+    rewards: torch.Tensor,
+    on_policy: torch.Tensor,
+    lengths: torch.Tensor,
+    truncated: torch.Tensor,
+    group_size: int,
+    adv: torch.Tensor | None,
+    reward_parts: dict[str, torch.Tensor],
+) -> dict[str, float]:
+    """What the rollout batch looked like (all (N,) over every process's rows).
+
+    ``reward/*`` and ``completions/*`` describe the on-policy members (all members for methods
+    without rollouts); ``groups/zero_spread_frac`` counts the groups that carry no signal;
+    ``adv/*`` compares off- and on-policy members' advantages (GFT).
+    """
+    ok = ~torch.isnan(rewards)
+    on = on_policy.bool()
+    out = {
+        "reward/mean": _nanmean(rewards[on]) if on.any() else _nanmean(rewards),
+        "reward/std": _nanstd(rewards[on & ok]),
+        "reward/unjudged_frac": float((~ok).float().mean()),
+        "groups/zero_spread_frac": float((~group_has_spread(rewards, group_size)).float().mean()),
+        "completions/mean_length": float(lengths[on].mean()) if on.any() else float(lengths.mean()),
+        "completions/max_length": float(lengths.max()),
+        "completions/clipped_ratio": float(truncated[on].mean()) if on.any() else 0.0,
+    }
+    for name, values in reward_parts.items():
+        out[f"reward/{name}/mean"], out[f"reward/{name}/std"] = _nanmean(values), _nanstd(values)
+    if adv is not None and (~on).any() and on.any():
+        out["adv/off_policy_mean"], out["adv/on_policy_mean"] = float(adv[~on].mean()), float(adv[on].mean())
+    return out
+
+
+def _nanmean(t: torch.Tensor) -> float:
+    t = t.float()
+    ok = ~torch.isnan(t)
+    return float(t[ok].mean()) if ok.any() else float("nan")
+
+
+def _nanstd(t: torch.Tensor) -> float:
+    """Unbiased std of the non-NaN values; 0 for fewer than two."""
+    t = t[~torch.isnan(t)]
+    return float(t.std()) if len(t) > 1 else 0.0

@@ -21,12 +21,10 @@ the whole batch (advantages, normalisers, metrics) is reduced across them.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,8 +32,10 @@ import torch
 from grouptune import checkpoint as ckpt
 from grouptune.advantages import group_advantages, group_has_spread
 from grouptune.config import ConfigError, TrainConfig
-from grouptune.data import DataError, Example, load_examples, reward_columns
-from grouptune.methods import LossInputs, Method, get_method, group_plan, overlong_penalty, resolve_method
+from grouptune.data import Example, load_run_data, reward_columns
+from grouptune.layout import DataOrder, global_groups, make_plan, seed_for
+from grouptune.methods import LossInputs, get_method, overlong_penalty, resolve_method
+from grouptune.metrics import rollout_metrics
 from grouptune.policy import build_policy, check_engine, make_accelerator, save_pretrained, sharded
 from grouptune.rewards import build_reward_functions, compute_rewards
 from grouptune.rollout import Batch, completion_logprobs, pad, sample
@@ -44,67 +44,6 @@ from grouptune.runlog import RunLog
 
 class TrainingError(RuntimeError):
     """The run cannot go on (e.g. too many non-finite steps); the last good checkpoint is intact."""
-
-
-@dataclass
-class Plan:
-    """The batch arithmetic of a run, per process, checked once up front."""
-
-    world: int
-    groups: int  # groups per rollout batch on this process
-    group_size: int  # G
-    off_policy: int  # K: data-set members per group
-    on_policy: int  # M: rollouts per group
-    groups_per_step: int  # groups per optimizer step on this process
-    groups_per_micro: int  # groups per forward/backward pass
-
-
-def make_plan(cfg: TrainConfig, method: Method, world: int) -> Plan:
-    r, o = cfg.rollout, cfg.optim
-    K, M = group_plan(method, cfg.method, r)
-    P = r.prompts_per_batch
-    if P < 1 or P % world:
-        raise ConfigError(
-            f"rollout.prompts_per_batch ({P}) must be a positive multiple of the number of processes ({world})"
-        )
-    groups = P // world
-    if o.steps_per_rollout < 1 or groups % o.steps_per_rollout:
-        raise ConfigError(
-            f"{groups} groups per process per rollout batch cannot be split into optim.steps_per_rollout "
-            f"({o.steps_per_rollout}) equal optimizer steps: make rollout.prompts_per_batch a multiple of "
-            f"{o.steps_per_rollout * world}"
-        )
-    per_step = groups // o.steps_per_rollout
-    micro = o.micro_batch_groups or per_step
-    if per_step % micro:
-        raise ConfigError(
-            f"optim.micro_batch_groups ({micro}) must divide the {per_step} groups of an optimizer step per process"
-        )
-    if o.total_batches < 1:
-        raise ConfigError(f"optim.total_batches must be >= 1, got {o.total_batches}")
-    return Plan(world, groups, K + M, K, M, per_step, micro)
-
-
-def seed_for(*parts: int) -> int:
-    """A stable 63-bit seed from integers (rollout chunks get distinct, reproducible seeds)."""
-    digest = hashlib.sha256(",".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-class DataOrder:
-    """Which training row sits at each position of the (endless) data stream: a seeded
-    permutation of the rows per epoch."""
-
-    def __init__(self, rows: int, seed: int):
-        self.rows, self.seed = rows, seed
-        self._epoch, self._perm = -1, []
-
-    def __call__(self, position: int) -> int:
-        epoch, i = divmod(position, self.rows)
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(seed_for(self.seed, epoch))
-            self._epoch, self._perm = epoch, torch.randperm(self.rows, generator=g).tolist()
-        return self._perm[i]
 
 
 class Trainer:
@@ -121,7 +60,7 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = self.policy.model, self.policy.optimizer, self.policy.scheduler
         self.tokenizer, self.eos_ids = self.policy.tokenizer, self.policy.eos_ids
         self.reward_fns = build_reward_functions(cfg.reward)
-        self.train_data, self.eval_data = _load_data(cfg, self.tokenizer, plan, self.reward_fns)  # DataError
+        self.train_data, self.eval_data = load_run_data(cfg, self.tokenizer, plan.off_policy, self.reward_fns)
         self.order = DataOrder(len(self.train_data), cfg.optim.seed)
         self.log = RunLog(cfg, self.acc)
         self.state = {"batch": 0, "cursor": 0, "optimizer_steps": 0, "bad_steps": 0}
@@ -183,17 +122,7 @@ class Trainer:
         """The next ``n`` prompts of this process; every process draws from the same global window."""
         start = self.state["cursor"]
         self.state["cursor"] += n * self.plan.world
-        return [self.train_data[self.order(start + i)] for i in self._global_groups(n, steps)]
-
-    def _global_groups(self, n: int, steps: int) -> list[int]:
-        """Positions in the global window of this process's ``n`` groups, used in ``steps`` optimizer steps.
-
-        The window is laid out step-major: optimizer step ``s`` of all processes together sees the
-        groups a single process sees in its step ``s``, so the number of processes does not
-        change the training trajectory.
-        """
-        W, r, per = self.plan.world, self.acc.process_index, n // steps
-        return [(s * W + r) * per + j for s in range(steps) for j in range(per)]
+        return [self.train_data[self.order(start + i)] for i in global_groups(n, steps, self.plan.world, self.acc.process_index)]
 
     def make_batch(self) -> tuple[Batch, dict]:
         """This process's groups of one rollout batch: built, scored, given advantages; its metrics."""
@@ -250,7 +179,7 @@ class Trainer:
         prompts = [ex.prompt_ids for ex in examples for _ in range(M)]
         chunk = r.generation_batch_size or len(prompts)
         steps = self.cfg.optim.steps_per_rollout if round_ == 0 else 1  # as next_examples laid them out
-        where = self._global_groups(len(examples), steps)
+        where = global_groups(len(examples), steps, self.plan.world, self.acc.process_index)
         model = self.acc.unwrap_model(self.model)
         out: list[tuple[list[int], bool]] = []
         model.eval()
@@ -476,28 +405,14 @@ class Trainer:
     def rollout_metrics(self, batch: Batch) -> dict:
         """Rewards, group spread, lengths and advantages of the whole rollout batch (all processes)."""
 
-        def gather(t: torch.Tensor) -> torch.Tensor:
-            return self.acc.gather(t.to(self.acc.device)).cpu()
+        def gather(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else self.acc.gather(t.to(self.acc.device)).cpu()
 
-        rewards, on = gather(batch.rewards.float()), gather(batch.on_policy)
-        lengths, trunc = gather(batch.completion_mask.sum(1).float()), gather(batch.truncated.float())
-        ok = ~torch.isnan(rewards)
-        out = {
-            "reward/mean": _nanmean(rewards[on]) if on.any() else _nanmean(rewards),
-            "reward/std": _nanstd(rewards[on & ok]),
-            "reward/unjudged_frac": float((~ok).float().mean()),
-            "groups/zero_spread_frac": float((~group_has_spread(rewards, batch.group_size)).float().mean()),
-            "completions/mean_length": float(lengths[on].mean()) if on.any() else float(lengths.mean()),
-            "completions/max_length": float(lengths.max()),
-            "completions/clipped_ratio": float(trunc[on].mean()) if on.any() else 0.0,
-        }
-        for name, vals in batch.reward_parts.items():
-            v = gather(vals.float())
-            out[f"reward/{name}/mean"], out[f"reward/{name}/std"] = _nanmean(v), _nanstd(v)
-        if batch.adv is not None and (~on).any() and on.any():
-            adv = gather(batch.adv)
-            out["adv/off_policy_mean"], out["adv/on_policy_mean"] = float(adv[~on].mean()), float(adv[on].mean())
-        return out
+        return rollout_metrics(
+            gather(batch.rewards.float()), gather(batch.on_policy), gather(batch.completion_mask.sum(1).float()),
+            gather(batch.truncated.float()), batch.group_size, gather(batch.adv),
+            {name: gather(v.float()) for name, v in batch.reward_parts.items()},
+        )  # fmt: skip
 
     def evaluate(self) -> dict:
         from grouptune.evaluation import evaluate_examples
@@ -547,48 +462,6 @@ class Trainer:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-VERIFIERS = ("math", "gsm8k", "exact_match")  # reward functions that need gold answers
-
-
-def _load_data(
-    cfg: TrainConfig, tokenizer, plan: Plan, reward_fns: list
-) -> tuple[list[Example], dict[str, list[Example]]]:
-    """Training and evaluation examples; one ``DataError`` lists the problems of every source.
-
-    Rows need a gold answer when a verifier scores them (one it can judge, for verifiers that
-    say so: ``gold_problem``), and the training rows the demonstration (and teacher responses)
-    that fill the method's off-policy members: the demonstration and K - 1 teacher responses.
-    """
-    d = cfg.data
-    gold = ("answer",) if any(f in VERIFIERS for f in cfg.reward.functions) else ()
-    demos = ("completion",) * (plan.off_policy > 0) + ("teacher_completions",) * (plan.off_policy > 1)
-    teachers = max(plan.off_policy - 1, 0)
-    sources = [(d.train, d.train_split, gold + demos, teachers)] + [(src, d.eval_split, gold, 0) for src in d.eval]
-    gold_checks = [rf.fn.gold_problem for rf in reward_fns if hasattr(rf.fn, "gold_problem")]
-    loaded, problems = [], []
-    for src, split, require, min_teachers in sources:
-        try:
-            loaded.append(load_examples(d, src, tokenizer, split=split, require=require, gold_checks=gold_checks,
-                                        min_teachers=min_teachers))  # fmt: skip
-        except DataError as e:
-            problems += e.problems
-    if problems:
-        raise DataError(problems)
-    return loaded[0], dict(zip(d.eval, loaded[1:]))
-
-
-def _nanmean(t: torch.Tensor) -> float:
-    t = t.float()
-    ok = ~torch.isnan(t)
-    return float(t[ok].mean()) if ok.any() else float("nan")
-
-
-def _nanstd(t: torch.Tensor) -> float:
-    """Unbiased std of the non-NaN values; 0 for fewer than two."""
-    t = t[~torch.isnan(t)]
-    return float(t.std()) if len(t) > 1 else 0.0
-
 
 def _mean_dicts(dicts: list[dict]) -> dict:
     keys = {k for d in dicts for k in d}

@@ -58,7 +58,7 @@ What is checked (``checks``), before any training
 """
 
 from grouptune.data.example import Example, ExampleList, LoadReport, reward_columns
-from grouptune.data.loader import load_examples
+from grouptune.data.loader import load_examples, load_run_data
 from grouptune.data.presets import LONG_PROMPT_POLICIES, PRESETS, REQUIRABLE
 from grouptune.data.problems import MAX_LISTED_PROBLEMS, DataError, Problem
 from grouptune.data.readers import LOCAL_FORMATS
@@ -75,5 +75,6 @@ __all__ = [
     "LoadReport",
     "Problem",
     "load_examples",
+    "load_run_data",
     "reward_columns",
 ]

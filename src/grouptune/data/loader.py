@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
-from grouptune.config import DataConfig
+from grouptune.config import DataConfig, TrainConfig
 from grouptune.data.checks import RowRules, missing_columns, row_fields
 from grouptune.data.example import Example, ExampleList, LoadReport
 from grouptune.data.presets import check_config, layout_for
@@ -85,3 +85,33 @@ def _raise_problems(table: Table, cfg: DataConfig, examples: list[Example], prob
         )
     if problems:
         raise DataError(sorted(problems, key=lambda p: -1 if p.row is None else p.row))
+
+
+VERIFIERS = ("math", "gsm8k", "exact_match")  # reward functions that need gold answers
+
+
+def load_run_data(
+    cfg: TrainConfig, tokenizer, off_policy: int, reward_fns: list
+) -> tuple[list[Example], dict[str, list[Example]]]:
+    """Training and evaluation examples; one ``DataError`` lists the problems of every source.
+
+    Rows need a gold answer when a verifier scores them (one it can judge, for verifiers that
+    say so: ``gold_problem``), and the training rows the demonstration (and teacher responses)
+    that fill the method's ``off_policy`` members: the demonstration and K - 1 teacher responses.
+    """
+    d = cfg.data
+    gold = ("answer",) if any(f in VERIFIERS for f in cfg.reward.functions) else ()
+    demos = ("completion",) * (off_policy > 0) + ("teacher_completions",) * (off_policy > 1)
+    teachers = max(off_policy - 1, 0)
+    sources = [(d.train, d.train_split, gold + demos, teachers)] + [(src, d.eval_split, gold, 0) for src in d.eval]
+    gold_checks = [rf.fn.gold_problem for rf in reward_fns if hasattr(rf.fn, "gold_problem")]
+    loaded, problems = [], []
+    for src, split, require, min_teachers in sources:
+        try:
+            loaded.append(load_examples(d, src, tokenizer, split=split, require=require, gold_checks=gold_checks,
+                                        min_teachers=min_teachers))  # fmt: skip
+        except DataError as e:
+            problems += e.problems
+    if problems:
+        raise DataError(problems)
+    return loaded[0], dict(zip(d.eval, loaded[1:]))

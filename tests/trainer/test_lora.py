@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_trainer import make_cfg, weights
+from helpers_runs import make_cfg, weights
 from transformers import AutoModelForCausalLM
 
 from grouptune.rollout import completion_logprobs

@@ -453,7 +453,7 @@ def test_example_switches_from_grpo_to_gift_and_gft(method, monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).parents[1] / "examples" / "trl_gift_gft.py"
+    path = Path(__file__).parents[2] / "examples" / "trl_gift_gft.py"
     spec = importlib.util.spec_from_file_location("trl_gift_gft", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)

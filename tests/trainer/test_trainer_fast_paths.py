@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_trainer import make_cfg, weights
+from helpers_runs import make_cfg, weights
 
 from grouptune.advantages import group_has_spread
 from grouptune.trainer import Trainer, _mean_dicts
