@@ -252,7 +252,7 @@ def run_rollout_child(a, assets, case: str) -> dict:
         else:
 
             def run():
-                return sum(len(c) for c, _ in trainer._rollouts(examples, 0))
+                return sum(len(c) for c in trainer._rollouts(examples, 0).token_ids)
 
         run()  # warm-up
         times, tokens = [], 0

@@ -11,6 +11,7 @@ from conftest import arithmetic_rows, write_jsonl
 
 from grouptune.config import load_config
 from grouptune.data import load_examples
+from grouptune.engines.transformers import TransformersEngine
 from grouptune.evaluation import evaluate_examples, shard
 from grouptune.modeling import eos_ids, load_model_and_tokenizer
 from grouptune.rewards import build_reward_functions
@@ -36,9 +37,10 @@ def test_uneven_shards_report_only_their_real_problems(tiny_llama, tmp_path, mon
     counts = []
     for rank in range(2):
         acc = SimpleNamespace(num_processes=2, process_index=rank)
+        engine = TransformersEngine(model, pad_id=tok.pad_token_id, eos_ids=eos_ids(tok, model))
         res = evaluate_examples(
-            model, tok, examples, build_reward_functions(cfg.reward), k=2, temperature=1.0,
-            max_new_tokens=4, eos_ids=eos_ids(tok, model), accelerator=acc,
+            engine, tok, examples, build_reward_functions(cfg.reward), k=2, temperature=1.0, max_new_tokens=4,
+            accelerator=acc,
         )  # fmt: skip
         counts.append(res["n_problems"])
         assert 0.0 <= res["greedy"] <= 1.0 and 0.0 <= res["avg@2"] <= res["pass@2"] <= 1.0

@@ -12,7 +12,6 @@ import torch
 from grouptune.data import Example
 from grouptune.metrics import summarize_eval
 from grouptune.rewards import compute_rewards
-from grouptune.rollout import sample
 
 
 def _correct(reward_fns, examples: list[Example], completions: list[str], reps: int) -> list[bool]:
@@ -29,7 +28,7 @@ def _correct(reward_fns, examples: list[Example], completions: list[str], reps: 
 
 @torch.no_grad()
 def evaluate_examples(
-    model,
+    engine,
     tokenizer,
     examples: list[Example],
     reward_fns,
@@ -37,39 +36,30 @@ def evaluate_examples(
     k: int,
     temperature: float,
     max_new_tokens: int,
-    eos_ids: list[int],
-    batch_size: int = 0,
     seed: int = 0,
     max_examples: int = 0,
     accelerator=None,
-    synced_gpus: bool = False,
 ) -> dict:
     """Greedy accuracy, and with ``k > 0`` samples per prompt avg@k and pass@k.
 
+    ``engine``: a rollout engine (``grouptune.engines``) holding the model's current weights.
     With an ``accelerator`` the examples are sharded over processes and the results gathered.
-    ``synced_gpus`` (sharded weights: FSDP, ZeRO-3) keeps every process in every forward pass.
     """
     if max_examples:
         examples = examples[:max_examples]
     real = len(examples)
     if accelerator is not None and accelerator.num_processes > 1:
         examples, real = shard(examples, accelerator.process_index, accelerator.num_processes)
-    was_training = model.training
-    model.eval()
-    gen = dict(
-        pad_id=tokenizer.pad_token_id, eos_ids=eos_ids, max_new_tokens=max_new_tokens, batch_size=batch_size,
-        synced_gpus=synced_gpus,
-    )  # fmt: skip
     prompts = [ex.prompt_ids for ex in examples]
-    greedy_ids, _ = sample(model, prompts, greedy=True, **gen)
+    greedy_ids = engine.generate(prompts, greedy=True, max_new_tokens=max_new_tokens).token_ids
     greedy = _correct(reward_fns, examples, tokenizer.batch_decode(greedy_ids, skip_special_tokens=True), 1)
     samples: list[list[bool]] = [[] for _ in examples]
     if k > 0:
-        torch.manual_seed(seed)
-        ids, _ = sample(model, [p for p in prompts for _ in range(k)], temperature=temperature, **gen)
+        torch.manual_seed(seed)  # requests without seeds continue torch's stream (or draw theirs from it)
+        many = [p for p in prompts for _ in range(k)]
+        ids = engine.generate(many, temperature=temperature, max_new_tokens=max_new_tokens).token_ids
         flat = _correct(reward_fns, examples, tokenizer.batch_decode(ids, skip_special_tokens=True), k)
         samples = [flat[i * k : (i + 1) * k] for i in range(len(examples))]
-    model.train(was_training)
     greedy, samples = greedy[:real], samples[:real]  # drop the padding of an uneven shard
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import gather_object
@@ -101,15 +91,20 @@ def evaluate_model(cfg) -> dict:
 
     if not cfg.data.eval:
         raise ConfigError("data.eval: name at least one held-out data set to evaluate on")
+    from grouptune.engines.transformers import TransformersEngine
+
     model, tokenizer = load_model_and_tokenizer(cfg.model)
+    engine = TransformersEngine(
+        model, pad_id=tokenizer.pad_token_id, eos_ids=eos_ids(tokenizer, model),
+        batch_size=cfg.rollout.generation_batch_size,
+    )  # fmt: skip
     reward_fns = build_reward_functions(cfg.reward)
     results = {}
     for src in cfg.data.eval:
         examples = load_examples(cfg.data, src, tokenizer, split=cfg.data.eval_split)
         results[Path(src).stem if Path(src).suffix else src] = evaluate_examples(
-            model, tokenizer, examples, reward_fns, k=cfg.log.eval_samples,
+            engine, tokenizer, examples, reward_fns, k=cfg.log.eval_samples,
             temperature=cfg.log.eval_temperature, max_new_tokens=cfg.rollout.max_new_tokens,
-            eos_ids=eos_ids(tokenizer, model), batch_size=cfg.rollout.generation_batch_size,
             seed=cfg.optim.seed, max_examples=cfg.data.max_eval_examples,
         )  # fmt: skip
     return results

@@ -33,12 +33,14 @@ from grouptune import checkpoint as ckpt
 from grouptune.advantages import group_advantages, group_has_spread
 from grouptune.config import ConfigError, TrainConfig
 from grouptune.data import Example, load_run_data, reward_columns
+from grouptune.engines import Generations
+from grouptune.engines.transformers import TransformersEngine
 from grouptune.layout import DataOrder, global_groups, make_plan, seed_for
 from grouptune.methods import LossInputs, get_method, overlong_penalty, resolve_method
 from grouptune.metrics import rollout_metrics
 from grouptune.policy import build_policy, check_engine, make_accelerator, save_pretrained, sharded
 from grouptune.rewards import build_reward_functions, compute_rewards
-from grouptune.rollout import Batch, completion_logprobs, pad, sample
+from grouptune.rollout import Batch, completion_logprobs, pad
 from grouptune.runlog import RunLog
 
 
@@ -59,6 +61,10 @@ class Trainer:
         self.policy = build_policy(cfg, self.acc, plan.groups_per_micro * plan.group_size, needs_ref)
         self.model, self.optimizer, self.scheduler = self.policy.model, self.policy.optimizer, self.policy.scheduler
         self.tokenizer, self.eos_ids = self.policy.tokenizer, self.policy.eos_ids
+        self.engine = TransformersEngine(
+            self.acc.unwrap_model(self.model), pad_id=self.tokenizer.pad_token_id, eos_ids=self.eos_ids,
+            batch_size=cfg.rollout.generation_batch_size, synced_gpus=sharded(self.acc),
+        )  # fmt: skip
         self.reward_fns = build_reward_functions(cfg.reward)
         self.train_data, self.eval_data = load_run_data(cfg, self.tokenizer, plan.off_policy, self.reward_fns)
         self.order = DataOrder(len(self.train_data), cfg.optim.seed)
@@ -127,8 +133,9 @@ class Trainer:
     def make_batch(self) -> tuple[Batch, dict]:
         """This process's groups of one rollout batch: built, scored, given advantages; its metrics."""
         examples = self.next_examples(self.plan.groups, steps=self.cfg.optim.steps_per_rollout)
+        sync_seconds = self.engine.sync_weights(self.model)  # the engine samples with the current policy
         batch = self.score(self.build_groups(examples, round_=0), examples)
-        resampling = {"groups/resampled": 0.0}
+        resampling = {"groups/resampled": 0.0, "time/weight_sync": sync_seconds}
         if self.cfg.method.dynamic_sampling:
             batch, resampling = self.resample_flat_groups(batch)
         if self.method.uses_advantages:
@@ -149,7 +156,8 @@ class Trainer:
                 completions.append(ids[:max_new])
                 truncated.append(len(ids) > max_new)
                 on_policy.append(False)
-            for ids, cut in rollouts[g * plan.on_policy : (g + 1) * plan.on_policy]:
+            for i in range(g * plan.on_policy, (g + 1) * plan.on_policy):
+                ids, cut = rollouts.token_ids[i], rollouts.truncated[i]
                 prompts.append(ex.prompt_ids)
                 completions.append(ids)
                 truncated.append(cut)
@@ -164,36 +172,25 @@ class Trainer:
             group_size=plan.group_size,
         )  # fmt: skip
 
-    def _rollouts(self, examples: list[Example], round_: int) -> list[tuple[list[int], bool]]:
-        """M samples per prompt from the current policy, in chunks with their own seeds.
+    def _rollouts(self, examples: list[Example], round_: int) -> Generations:
+        """M samples per prompt from the current policy, each request with its own seed.
 
-        A chunk's seed depends on (seed, batch, round, global position of the chunk), so
-        processes sample differently, and one process running the whole batch in chunks of
-        the same size samples exactly what several processes do (when a chunk holds at most
-        the rollouts of one optimizer step of one process).
+        A request's seed depends on (seed, batch, round, its global position in the batch), so
+        processes sample differently and one process sampling the whole batch draws what several
+        processes draw (with the transformers engine: when a chunk of ``generation_batch_size``
+        holds at most the rollouts of one optimizer step of one process).
         """
-        M = self.plan.on_policy
+        M, r = self.plan.on_policy, self.cfg.rollout
         if M == 0:
-            return []
-        r = self.cfg.rollout
-        prompts = [ex.prompt_ids for ex in examples for _ in range(M)]
-        chunk = r.generation_batch_size or len(prompts)
+            return Generations([], [])
         steps = self.cfg.optim.steps_per_rollout if round_ == 0 else 1  # as next_examples laid them out
         where = global_groups(len(examples), steps, self.plan.world, self.acc.process_index)
-        model = self.acc.unwrap_model(self.model)
-        out: list[tuple[list[int], bool]] = []
-        model.eval()
-        for s in range(0, len(prompts), chunk):
-            position = where[s // M] * M + s % M  # of the chunk's first rollout in the global batch
-            torch.manual_seed(seed_for(self.cfg.optim.seed, self.state["batch"], round_, position))
-            ids, cut = sample(
-                model, prompts[s : s + chunk], pad_id=self.tokenizer.pad_token_id, eos_ids=self.eos_ids,
-                max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
-                synced_gpus=sharded(self.acc),
-            )  # fmt: skip
-            out.extend(zip(ids, cut))
-        model.train()
-        return out
+        seeds = [seed_for(self.cfg.optim.seed, self.state["batch"], round_, where[i // M] * M + i % M)
+                 for i in range(len(examples) * M)]  # fmt: skip
+        prompts = [ex.prompt_ids for ex in examples for _ in range(M)]
+        return self.engine.generate(
+            prompts, seeds, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p
+        )
 
     def score(self, batch: Batch, examples: list[Example]) -> Batch:
         """Explicit rewards of every member (NaN = unjudged), plus the soft over-long penalty."""
@@ -417,19 +414,19 @@ class Trainer:
     def evaluate(self) -> dict:
         from grouptune.evaluation import evaluate_examples
 
-        lg, r = self.cfg.log, self.cfg.rollout
-        model = self.acc.unwrap_model(self.model)
+        lg = self.cfg.log
+        self.engine.sync_weights(self.model)
         out = {}
         for src, examples in self.eval_data.items():
             res = evaluate_examples(
-                model, self.tokenizer, examples, self.reward_fns, k=lg.eval_samples,
-                temperature=lg.eval_temperature, max_new_tokens=r.max_new_tokens, eos_ids=self.eos_ids,
-                batch_size=r.generation_batch_size, seed=seed_for(self.cfg.optim.seed, -1, self.state["batch"]),
-                max_examples=self.cfg.data.max_eval_examples, accelerator=self.acc, synced_gpus=sharded(self.acc),
+                self.engine, self.tokenizer, examples, self.reward_fns, k=lg.eval_samples,
+                temperature=lg.eval_temperature, max_new_tokens=self.cfg.rollout.max_new_tokens,
+                seed=seed_for(self.cfg.optim.seed, -1, self.state["batch"]),
+                max_examples=self.cfg.data.max_eval_examples, accelerator=self.acc,
             )  # fmt: skip
             name = Path(src).stem if Path(src).suffix else src
             out.update({f"eval/{name}/{k}": v for k, v in res.items()})
-        model.train()
+        self.acc.unwrap_model(self.model).train()
         return out
 
     def save_checkpoint(self) -> None:
