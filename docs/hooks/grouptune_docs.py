@@ -88,10 +88,9 @@ def config_reference() -> str:
     rows: dict[str, list[str]] = {name: [] for name in sections}
     for name, type_name, default, help_text in iter_fields():
         section = name.split(".")[0]
-        shown = "*the method's*" if default is None else f"`{_yaml(default)}`"
-        if default is None:
-            shown = "[*the method's*](#method-defaults)"
-        rows[section].append(f'| <span id="{name}"></span>`{name}` | {type_name} | {shown} | {_cell(help_text)} |')
+        shown = "[*the method's*](#method-defaults)" if default is None else f"`{_yaml(default)}`"
+        leaf = name.split(".", 1)[1]  # the section is the heading; the anchor is the dotted name
+        rows[section].append(f'| <span id="{name}"></span>`{leaf}` | {type_name} | {shown} | {_cell(help_text)} |')
     out = []
     for section, lines in rows.items():
         cls = classes[section]
@@ -100,7 +99,7 @@ def config_reference() -> str:
         doc = inspect.getdoc(cls) or ""
         if doc and not doc.startswith(f"{cls.__name__}("):  # not the dataclass's generated signature
             out.append(": " + " ".join(doc.split()))
-        out.append("\n\n| setting | type | default | meaning |\n|---|---|---|---|\n")
+        out.append(f"\n\n| `{section}.` | type | default | meaning |\n|---|---|---|---|\n")
         out.append("\n".join(lines) + "\n\n")
     return "".join(out)
 
