@@ -291,6 +291,7 @@ def script_accepts(run, prog: str, argv: list[str], where: str) -> None:
     with (
         mock.patch.object(argparse.ArgumentParser, "parse_args", parse_then_stop),
         mock.patch.object(sys, "argv", [prog, *argv]),
+        mock.patch.object(sys, "path", list(sys.path)),  # a script may add its own directory
         contextlib.redirect_stderr(stderr),
         warnings.catch_warnings(),
     ):
@@ -572,6 +573,24 @@ def test_hook_is_lint_clean():
     ruff = Path(sys.executable).parent / "ruff"
     result = subprocess.run([str(ruff), "check", "docs/hooks"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_inline_grouptune_commands_parse(page):
+    """`grouptune ...` in running text is accepted by the CLI's parser too (NAME-like words are
+    placeholders)."""
+    from grouptune import cli
+
+    text = re.sub(r"^(`{3,}|~{3,}).*?^\1", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)
+    for command in re.findall(r"`grouptune ([a-z][^`]*)`", text):
+        words = [w for w in shlex.split(command) if not re.fullmatch(r"[A-Z][A-Z_]+", w)]
+        if words[-1:] == ["--suite"]:
+            words.append("gft_table")
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+            try:
+                cli.build_parser().parse_args(words)
+            except SystemExit as e:
+                assert e.code == 0, f"{page_id(page)}: `grouptune {command}` is refused: {err.getvalue()}"
 
 
 # ----------------------------------------------------------------------------- the README
