@@ -562,8 +562,8 @@ def test_hook_checks_links_out_of_docs(caplog):
 
     assert rewrite("[`gft_loss`](../src/grouptune/losses/gft.py)") == "[`gft_loss`][grouptune.losses.gft.gft_loss]"
     assert rewrite("[`_gft`](../src/grouptune/methods.py)") == "[`_gft`][grouptune.methods]"
-    assert rewrite("[the tests](../tests/test_losses.py)") == "the tests (`tests/test_losses.py`)"
-    assert rewrite("[`tests/test_losses.py`](../tests/test_losses.py)") == "`tests/test_losses.py`"
+    assert rewrite("[the tests](../tests/losses/test_losses.py)") == "the tests (`tests/losses/test_losses.py`)"
+    assert rewrite("[`tests/losses/test_losses.py`](../tests/losses/test_losses.py)") == "`tests/losses/test_losses.py`"
     with caplog.at_level(logging.WARNING):
         assert rewrite("[gone](../src/grouptune/gone.py)") == "[gone](../src/grouptune/gone.py)"
     assert "no 'src/grouptune/gone.py'" in caplog.text
