@@ -74,7 +74,20 @@ def _full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tup
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
     weights = get_model_state_dict(model, options=options)
     optim = get_optimizer_state_dict(model, optimizer, options=options)
-    return {k: v.detach().contiguous() for k, v in weights.items()}, optim
+    return _untied({k: v.detach().contiguous() for k, v in weights.items()}), optim
+
+
+def _untied(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One entry per tensor storage. Tied weights (an LM head that is the embedding, as in small
+    Qwen2 models) appear in a state dict under both names; safetensors refuses shared tensors.
+    The first name is kept (the one ``named_parameters`` lists); loading it ties both again."""
+    seen, out = set(), {}
+    for name, t in weights.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key not in seen:
+            seen.add(key)
+            out[name] = t
+    return out
 
 
 # ------------------------------------------------------------------ DeepSpeed ZeRO

@@ -481,3 +481,22 @@ def test_malformed_data_fails_before_training_listing_every_problem(files, tmp_p
     assert cli.main(cli_args(files, out, **overrides)) == 2
     stderr = capsys.readouterr().err
     assert "grouptune: data error: 8 problem(s) in the data:" in stderr and "bad_eval.jsonl" in stderr
+
+
+def test_tied_embeddings_checkpoint_once_and_resume_bit_exactly(files, tiny_qwen2, tmp_path, clean_env):
+    """Small Qwen2 models tie the LM head to the embedding: the state dict lists one tensor under
+    two names, which safetensors refuses. The checkpoint holds it once; resuming ties it again
+    and ends with the weights of the uninterrupted run."""
+    model = {"model.name_or_path": str(tiny_qwen2), "checkpoint.save_every": 1, "checkpoint.keep_last": 0}
+    whole = make_trainer(files, tmp_path / "whole", **model)
+    whole.train()
+    saved = ckpt_weights(tmp_path / "whole", 1)
+    assert "lm_head.weight" not in saved and "model.embed_tokens.weight" in saved
+
+    cut = make_trainer(files, tmp_path / "cut", **model, **{"optim.total_batches": 1})
+    cut.train()
+    resumed = make_trainer(files, tmp_path / "cut", **model, **{"checkpoint.resume": True})
+    resumed.train()
+    unwrap = resumed.acc.unwrap_model(resumed.model)
+    assert unwrap.lm_head.weight is unwrap.model.embed_tokens.weight  # still tied after the load
+    assert_same(model_weights(whole), model_weights(resumed))
