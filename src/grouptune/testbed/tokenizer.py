@@ -17,7 +17,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
-SPECIAL_TOKENS = [PAD, EOS, UNK]
+RESERVED_TOKENS = [PAD, EOS, UNK]
 #: Every character the task and its chat template use.
 CHARACTERS = list("0123456789") + list("+-*/=()#.,:?") + list("QAS") + [" ", "\n"]
 
@@ -34,12 +34,12 @@ CHAT_TEMPLATE = (
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """The testbed tokenizer (vocabulary: special tokens, then ``CHARACTERS``)."""
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + CHARACTERS)}
+    vocab = {tok: i for i, tok in enumerate(RESERVED_TOKENS + CHARACTERS)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     # "[\s\S]" isolates every character, newline included.
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
-    tok.add_special_tokens(SPECIAL_TOKENS)
+    tok.add_special_tokens(RESERVED_TOKENS)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=PAD,
