@@ -18,7 +18,7 @@ import sys
 from grouptune.config import ConfigError, config_to_yaml, iter_fields, load_config, parse_cli_value
 from grouptune.data import DataError
 
-EVAL_SECTIONS = ("model", "data", "reward", "rollout", "log")
+EVAL_SECTIONS = ("model", "data", "reward", "rollout", "vllm", "log")
 
 
 def _add_config_options(parser: argparse.ArgumentParser, sections: tuple[str, ...] | None = None) -> None:

@@ -1,7 +1,7 @@
 """Run configuration: one dataclass per concern, each field documented once (its ``help``).
 
 A run is a ``TrainConfig`` made of ``ModelConfig``, ``DataConfig``, ``RewardConfig``,
-``RolloutConfig``, ``MethodConfig``, ``OptimConfig``, ``LogConfig`` and ``CheckpointConfig``.
+``RolloutConfig``, ``VLLMConfig``, ``MethodConfig``, ``OptimConfig``, ``LogConfig`` and ``CheckpointConfig``.
 YAML files mirror that nesting; command-line overrides use dotted keys
 (``--method.name gift --optim.lr 3e-6``). Unknown keys and values of the wrong type are
 rejected on load with the dotted name of the field.
@@ -80,6 +80,21 @@ class RolloutConfig:
     max_new_tokens: int = _f(2048, "Longest completion in tokens (official GFT: 2048); longer ones are cut and counted as truncated.")
     mask_truncated: bool = _f(False, "Leave truncated completions out of the loss (they still count in the group statistics).")
     generation_batch_size: int = _f(0, "Sequences generated at once per process (0 = the whole rollout batch).")
+    engine: str = _f("transformers", "What samples rollouts and evaluation completions: transformers (model.generate on the policy) or vllm (a colocated vLLM engine per process, synced every rollout batch; settings under vllm.*).")
+
+
+@dataclass
+class VLLMConfig:
+    """The colocated vLLM engine (``rollout.engine: vllm``): one engine in each training process."""
+
+    gpu_memory_utilization: float = _f(0.3, "Share of the device's memory (on CPU: of the RAM) vLLM may take for weights and KV cache.")
+    max_model_len: int = _f(0, "Longest prompt + completion the engine serves (0 = data.max_prompt_length + rollout.max_new_tokens).")
+    tensor_parallel_size: int = _f(1, "GPUs one engine spans (training processes of one tensor-parallel group share it).")
+    sleep_mode: bool = _f(False, "CUDA: free the engine's weights and KV cache while training, woken before each sync.")
+    dtype: str = _f("", "Engine dtype: float32, bfloat16 or float16 (empty = model.dtype, the policy's).")
+    enforce_eager: bool = _f(False, "No CUDA graphs / torch.compile: faster start-up, slower decoding.")
+    kv_cache_gb: float = _f(0.0, "KV cache size in GiB (0 = what gpu_memory_utilization leaves).")
+    importance_sampling_cap: float = _f(0.0, "Truncated importance sampling: weight each sampled token's loss by min(exp(old_logp - vllm_logp), cap) to correct the engine/trainer mismatch; 0 = off (verl and TRL use 2).")
 
 
 @dataclass
@@ -152,6 +167,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     log: LogConfig = field(default_factory=LogConfig)

@@ -91,13 +91,10 @@ def evaluate_model(cfg) -> dict:
 
     if not cfg.data.eval:
         raise ConfigError("data.eval: name at least one held-out data set to evaluate on")
-    from grouptune.engines.transformers import TransformersEngine
+    from grouptune.engines import make_engine
 
     model, tokenizer = load_model_and_tokenizer(cfg.model)
-    engine = TransformersEngine(
-        model, pad_id=tokenizer.pad_token_id, eos_ids=eos_ids(tokenizer, model),
-        batch_size=cfg.rollout.generation_batch_size,
-    )  # fmt: skip
+    engine = make_engine(cfg, None, model, tokenizer, eos_ids(tokenizer, model))  # rollout.engine's
     reward_fns = build_reward_functions(cfg.reward)
     results = {}
     for src in cfg.data.eval:

@@ -33,14 +33,13 @@ from grouptune import checkpoint as ckpt
 from grouptune.advantages import group_advantages, group_has_spread
 from grouptune.config import ConfigError, TrainConfig
 from grouptune.data import Example, load_run_data, reward_columns
-from grouptune.engines import Generations
-from grouptune.engines.transformers import TransformersEngine
+from grouptune.engines import Generations, check_engine_settings, make_engine
 from grouptune.layout import DataOrder, global_groups, make_plan, seed_for
 from grouptune.methods import LossInputs, get_method, overlong_penalty, resolve_method
-from grouptune.metrics import rollout_metrics
-from grouptune.policy import build_policy, check_engine, make_accelerator, save_pretrained, sharded
+from grouptune.metrics import engine_mismatch, rollout_metrics
+from grouptune.policy import build_policy, check_engine, make_accelerator, save_pretrained
 from grouptune.rewards import build_reward_functions, compute_rewards
-from grouptune.rollout import Batch, completion_logprobs, pad
+from grouptune.rollout import Batch, completion_logprobs, pad, pad_logprobs
 from grouptune.runlog import RunLog
 
 
@@ -55,16 +54,14 @@ class Trainer:
         self.out = Path(cfg.log.output_dir)
         self.acc = make_accelerator(cfg)
         self.plan = plan = make_plan(cfg, self.method, self.acc.num_processes)
+        check_engine_settings(cfg, self.method)
         check_engine(self.acc, cfg, one_pass_per_step=plan.groups_per_micro == plan.groups_per_step)
         torch.manual_seed(cfg.optim.seed)
         needs_ref = self.method.needs_ref_model(cfg.method)
         self.policy = build_policy(cfg, self.acc, plan.groups_per_micro * plan.group_size, needs_ref)
         self.model, self.optimizer, self.scheduler = self.policy.model, self.policy.optimizer, self.policy.scheduler
         self.tokenizer, self.eos_ids = self.policy.tokenizer, self.policy.eos_ids
-        self.engine = TransformersEngine(
-            self.acc.unwrap_model(self.model), pad_id=self.tokenizer.pad_token_id, eos_ids=self.eos_ids,
-            batch_size=cfg.rollout.generation_batch_size, synced_gpus=sharded(self.acc),
-        )  # fmt: skip
+        self.engine = make_engine(cfg, self.acc, self.acc.unwrap_model(self.model), self.tokenizer, self.eos_ids)
         self.reward_fns = build_reward_functions(cfg.reward)
         self.train_data, self.eval_data = load_run_data(cfg, self.tokenizer, plan.off_policy, self.reward_fns)
         self.order = DataOrder(len(self.train_data), cfg.optim.seed)
@@ -140,13 +137,14 @@ class Trainer:
             batch, resampling = self.resample_flat_groups(batch)
         if self.method.uses_advantages:
             batch.adv = self.advantages(batch)
+        self.engine.sleep()  # sleep mode: the engine's memory is the trainer's until the next sync
         return batch, {**self.rollout_metrics(batch), **resampling}
 
     def build_groups(self, examples: list[Example], round_: int) -> Batch:
         """Group-contiguous members: K data-set members (demonstration first), then M rollouts."""
         plan, tok = self.plan, self.tokenizer
         max_new = self.cfg.rollout.max_new_tokens
-        prompts, completions, truncated, on_policy = [], [], [], []
+        prompts, completions, truncated, on_policy, engine_logp = [], [], [], [], []
         rollouts = self._rollouts(examples, round_)
         for g, ex in enumerate(examples):
             texts = ([ex.completion] + ex.teacher_completions)[: plan.off_policy]
@@ -156,12 +154,14 @@ class Trainer:
                 completions.append(ids[:max_new])
                 truncated.append(len(ids) > max_new)
                 on_policy.append(False)
+                engine_logp.append([])
             for i in range(g * plan.on_policy, (g + 1) * plan.on_policy):
                 ids, cut = rollouts.token_ids[i], rollouts.truncated[i]
                 prompts.append(ex.prompt_ids)
                 completions.append(ids)
                 truncated.append(cut)
                 on_policy.append(True)
+                engine_logp.append(rollouts.logprobs[i] if rollouts.logprobs is not None else [])
         pid = tok.pad_token_id
         prompt_ids, prompt_mask = pad(prompts, pid, left=True)
         completion_ids, completion_mask = pad(completions, pid, left=False)
@@ -169,7 +169,7 @@ class Trainer:
             prompt_ids, prompt_mask, completion_ids, completion_mask,
             on_policy=torch.tensor(on_policy), truncated=torch.tensor(truncated),
             example_index=torch.tensor([ex.index for ex in examples]).repeat_interleave(plan.group_size),
-            group_size=plan.group_size,
+            group_size=plan.group_size, engine_logp=pad_logprobs(engine_logp, completion_ids.shape[1]),
         )  # fmt: skip
 
     def _rollouts(self, examples: list[Example], round_: int) -> Generations:
@@ -256,7 +256,8 @@ class Trainer:
         temp = self.cfg.rollout.temperature if self.method.tempered else 1.0
         micro = self.plan.groups_per_micro
         policy = self.acc.unwrap_model(self.model)
-        if self.method.needs_old(m) and self.cfg.optim.steps_per_rollout > 1:
+        needs_old = self.method.needs_old(m) or self.cfg.vllm.importance_sampling_cap > 0
+        if needs_old and self.cfg.optim.steps_per_rollout > 1:
             with self.acc.autocast():  # the training forward's precision, so the first ratio is 1
                 # skipping the first optimizer step's groups: update() uses the current log-probs there
                 start = self.plan.groups_per_step
@@ -296,7 +297,7 @@ class Trainer:
             mini = batch.groups(s * plan.groups_per_step, (s + 1) * plan.groups_per_step)
             if s == 0:  # the policy has not moved yet: old log-probs = current ones, detached (as TRL)
                 mini.old_logp = None
-            logs.append(self.optimizer_step(mini))
+            logs.append(self.optimizer_step(mini, first=s == 0))
         out = _mean_dicts(logs)
         out["skipped_steps"] = sum(x.get("skipped_steps", 0.0) for x in logs)  # a count, not a mean
         return self._mean_over_processes(out)
@@ -313,8 +314,9 @@ class Trainer:
 
         return _mean_dicts(gather_object([metrics]))
 
-    def optimizer_step(self, mini: Batch) -> dict:
-        """Accumulate the mini-batch's micro-batches, then clip, guard and step."""
+    def optimizer_step(self, mini: Batch, first: bool = True) -> dict:
+        """Accumulate the mini-batch's micro-batches, then clip, guard and step. ``first``: the
+        first step of the rollout batch (the policy is still the one that sampled it)."""
         plan = self.plan
         # Normalisers of the whole optimizer step over all processes, divided by the number of
         # processes because DDP averages gradients: the result does not depend on how the
@@ -327,28 +329,32 @@ class Trainer:
             mb = mini.groups(i * plan.groups_per_micro, (i + 1) * plan.groups_per_micro).trimmed()
             sync = contextlib.nullcontext() if i == n_micro - 1 else self.acc.no_sync(self.model)
             with sync:
-                logs.append(self._micro_step(mb.to(self.acc.device), float(totals[0]), float(totals[1])))
+                logs.append(self._micro_step(mb.to(self.acc.device), float(totals[0]), float(totals[1]), first))
         out = _mean_dicts(logs)
         for key in ("loss", f"{self.method.name}/loss"):  # micro-batch losses add up to the step's loss
             out[key] = sum(x[key] for x in logs if key in x)
         out.update(self._apply_gradients(out["loss"]))
         return out
 
-    def _micro_step(self, mb: Batch, tokens: float, sequences: float) -> dict:
+    def _micro_step(self, mb: Batch, tokens: float, sequences: float, first: bool = True) -> dict:
         """Forward, the method's loss, backward for one micro-batch; its metrics."""
         temp = self.cfg.rollout.temperature if self.method.tempered else 1.0
         logp, entropy = completion_logprobs(self.model, mb, temperature=temp, with_entropy=True)
         old = mb.old_logp if mb.old_logp is not None else logp.detach()
+        engine = engine_mismatch(old, mb.engine_logp, self._loss_mask(mb), self.cfg.vllm.importance_sampling_cap)
+        if not (first or mb.old_logp is not None):  # old is not the sampling policy's here
+            engine.metrics = {}
         inputs = LossInputs(
             logp=logp, mask=self._loss_mask(mb).to(logp.device),
             adv=mb.adv if mb.adv is not None else torch.zeros(len(logp)), rewards=mb.rewards,
             old_logp=old, ref_logp=mb.ref_logp if mb.ref_logp is not None else old, group_size=mb.group_size,
             max_completion_length=self.cfg.rollout.max_new_tokens, tokens=tokens, sequences=sequences,
+            token_weights=engine.weights,
         )  # fmt: skip
         loss, metrics = self.method.loss(inputs, self.cfg.method)
         self.acc.backward(loss)
         cmask = mb.completion_mask.float()
-        metrics = {f"{self.method.name}/{k}": v for k, v in metrics.items()}
+        metrics = {f"{self.method.name}/{k}": v for k, v in metrics.items()} | engine.metrics
         metrics["loss"] = loss.item()
         metrics["entropy"] = float((entropy.detach() * cmask).sum() / cmask.sum().clamp(min=1))
         return metrics
@@ -415,7 +421,7 @@ class Trainer:
         from grouptune.evaluation import evaluate_examples
 
         lg = self.cfg.log
-        self.engine.sync_weights(self.model)
+        self.engine.sync_weights(self.model)  # the rollout batch's optimizer steps moved the policy
         out = {}
         for src, examples in self.eval_data.items():
             res = evaluate_examples(
@@ -426,6 +432,7 @@ class Trainer:
             )  # fmt: skip
             name = Path(src).stem if Path(src).suffix else src
             out.update({f"eval/{name}/{k}": v for k, v in res.items()})
+        self.engine.sleep()
         self.acc.unwrap_model(self.model).train()
         return out
 

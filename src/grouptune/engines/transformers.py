@@ -27,6 +27,9 @@ class TransformersEngine:
         """Nothing to do: this engine samples with the policy itself. Returns the seconds spent (0)."""
         return 0.0
 
+    def sleep(self) -> None:
+        """Nothing to free: the policy is the engine."""
+
     @torch.no_grad()
     def generate(
         self,

@@ -61,6 +61,7 @@ def grpo_loss(
     max_completion_length: int | None = None,
     token_normalizer: float | Tensor | None = None,
     sequence_normalizer: float | Tensor | None = None,
+    token_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Clipped policy-gradient loss of GRPO (arXiv 2402.03300) and its variants::
 
@@ -92,6 +93,9 @@ def grpo_loss(
         mask: (N, T) 1 on response tokens.
         advantages: (N,) (or (N, T)) advantages; no gradient flows into them.
         ref_logprobs: (N, T) under the reference model; needed when ``beta != 0``.
+        token_weights: (N, T) detached weights of the clipped term (truncated importance
+            sampling against a rollout engine: ``min(exp(old_logp - engine_logp), C)``, applied
+            before the KL term is added, as TRL does); None = 1.
 
     Metrics: ``loss``; ``clip_ratio/low`` (ratio < 1 - eps_low with A < 0), ``clip_ratio/high``
     (ratio > 1 + eps_high with A > 0), ``clip_ratio/region`` (either) -- fractions of tokens,
@@ -119,6 +123,8 @@ def grpo_loss(
     ratio = log_ratio.exp()
     clipped = ratio.clamp(1.0 - epsilon_low, 1.0 + epsilon_high)
     loss_t = -torch.min(ratio * adv, clipped * adv)  # (N, T) or (N, 1)
+    if token_weights is not None:
+        loss_t = loss_t * token_weights.detach().float()  # (N, T)
     kl = None
     if ref_logprobs is not None:
         ref_logp = masked_float(ref_logprobs, mask).detach()
