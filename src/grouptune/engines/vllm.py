@@ -80,14 +80,12 @@ def check_architecture(model_config) -> None:
     ``model_config`` is the model's ``transformers`` config (``architectures`` as saved in
     config.json). vLLM's ModelRegistry lists the architectures it implements natively.
     """
-    from vllm import ModelRegistry
-
     archs = list(getattr(model_config, "architectures", None) or [])
     if not archs:
         raise ConfigError(
             "rollout.engine vllm: the model's config.json names no architecture (`architectures`)"
         )
-    supported = ModelRegistry.get_supported_archs()
+    supported = require_vllm().ModelRegistry.get_supported_archs()
     if not any(a in supported for a in archs):
         raise ConfigError(
             f"rollout.engine vllm: vLLM has no implementation of {', '.join(archs)}; "
