@@ -85,6 +85,23 @@ def test_lora_merged_aside(tiny_qwen2):
     assert not model.base_model.model.model.layers[0].self_attn.q_proj.merged
 
 
+def test_lora_with_modules_to_save_gives_the_trained_copy(tiny_llama):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(**LORA, modules_to_save=["lm_head"])
+    )
+    with torch.no_grad():
+        model.base_model.model.lm_head.modules_to_save["default"].weight.add_(1.0)
+    weights = dict(policy_weights(model))
+    expected = copy.deepcopy(model).merge_and_unload().state_dict()
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[k], v) for k, v in expected.items())
+    with model.disable_adapter():  # the original copy then
+        original = dict(policy_weights(model))["lm_head.weight"]
+    assert torch.equal(original + 1.0, weights["lm_head.weight"])
+
+
 def test_lora_variants_are_refused(tiny_qwen2):
     from peft import LoraConfig, get_peft_model
 

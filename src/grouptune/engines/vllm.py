@@ -227,27 +227,39 @@ def _kept_rng_state():
 def policy_weights(model, accelerator=None) -> Iterator[tuple[str, torch.Tensor]]:
     """The policy's full weights as ``(name, tensor)`` in the names of its Hugging Face checkpoint.
 
-    ``model`` may be wrapped (``accelerator.unwrap_model`` is applied), a peft LoRA model (each
-    adapted layer yields its base weight plus the adapters' ``scale * B @ A``, computed aside:
-    the training model is not changed), and sharded by FSDP2 or ZeRO-3 (each tensor is gathered
-    on every process when its turn comes, so the memory peak is one tensor, not the model; every
-    process must iterate, in the same order). Tensors are detached; they may share storage with
+    ``model`` may be wrapped (``accelerator.unwrap_model`` is applied), a peft model (each LoRA
+    layer yields its base weight plus the active adapters' ``scale * B @ A``, computed aside: the
+    training model is not changed; a ``modules_to_save`` layer yields its active copy), and
+    sharded by FSDP2 or ZeRO-3: each tensor is gathered on every process when its turn comes, so
+    the memory peak is one tensor (one LoRA layer), not the model. Gathering is collective: every
+    process must iterate, in the same order. Tensors are detached; they may share storage with
     the model's and must be read before the next optimizer step.
     """
+    device = None
     if accelerator is not None:
-        model = accelerator.unwrap_model(model)
-    lora_layers = {name for name, m in model.named_modules() if _is_lora_layer(m)}
-    inside_lora = tuple(f"{name}." for name in lora_layers)
+        model, device = accelerator.unwrap_model(model), accelerator.device
+    done: tuple[str, ...] = ()  # subtrees already yielded whole (named_modules goes depth-first)
     for name, module in model.named_modules():
-        if name in lora_layers:
-            yield from _merged_lora_layer(name, module)
-        elif name.startswith(inside_lora):
-            continue  # the base layer and the adapters: yielded merged above
+        if done and name.startswith(done):
+            continue
+        if _is_lora_layer(module):
+            yield from _merged_lora_layer(name, module, device)
+        elif (saved := _saved_copy(module)) is not None:
+            for sub, m in saved.named_modules():
+                yield from _own_tensors(f"{name}.{sub}" if sub else name, m, device)
         else:
-            persistent = [(n, b) for n, b in module.named_buffers(recurse=False)
-                          if n not in module._non_persistent_buffers_set]  # fmt: skip
-            for pname, tensor in [*module.named_parameters(recurse=False), *persistent]:
-                yield _hf_name(f"{name}.{pname}" if name else pname), _full(tensor)
+            yield from _own_tensors(name, module, device)
+            continue
+        done += (f"{name}.",)
+
+
+def _own_tensors(prefix: str, module, device) -> Iterator[tuple[str, torch.Tensor]]:
+    """A module's own parameters and persistent buffers (the ones its state dict holds), not its children's."""
+    buffers = [
+        (n, b) for n, b in module.named_buffers(recurse=False) if n not in module._non_persistent_buffers_set
+    ]
+    for n, tensor in [*module.named_parameters(recurse=False), *buffers]:
+        yield _hf_name(f"{prefix}.{n}" if prefix else n), _full(tensor, device)
 
 
 def _is_lora_layer(module) -> bool:
@@ -258,7 +270,21 @@ def _is_lora_layer(module) -> bool:
     return isinstance(module, LoraLayer)
 
 
-def _merged_lora_layer(name: str, layer) -> Iterator[tuple[str, torch.Tensor]]:
+def _saved_copy(module):
+    """For peft's ``modules_to_save`` wrapper: the copy in use (the trained one, or the original
+    when adapters are disabled); None for any other module."""
+    try:
+        from peft.utils import ModulesToSaveWrapper
+    except ImportError:
+        return None
+    if not isinstance(module, ModulesToSaveWrapper):
+        return None
+    if module.disable_adapters or not module.active_adapters:
+        return module.original_module
+    return module.modules_to_save[module.active_adapters[0]]
+
+
+def _merged_lora_layer(name: str, layer, device) -> Iterator[tuple[str, torch.Tensor]]:
     """An adapted linear layer's weight (and bias) with its active adapters merged in, as peft's
     ``merge`` computes them for plain LoRA (variants such as DoRA are refused)."""
     base = layer.get_base_layer()
@@ -267,33 +293,33 @@ def _merged_lora_layer(name: str, layer) -> Iterator[tuple[str, torch.Tensor]]:
         raise NotImplementedError(
             f"{name}: merging {kind} for the vLLM engine is not supported (plain LoRA on Linear is)"
         )
-    weight = _full(base.weight).clone()
-    bias = None if base.bias is None else _full(base.bias).clone()
-    adapters = (
-        []
-        if layer.disable_adapters or layer.merged
-        else [a for a in layer.active_adapters if a in layer.lora_A]
-    )
-    for a in adapters:
-        A, B = _full(layer.lora_A[a].weight), _full(layer.lora_B[a].weight)
+    weight = _full(base.weight, device).clone()
+    bias = None if base.bias is None else _full(base.bias, device).clone()
+    merged = layer.disable_adapters or layer.merged  # disabled, or already in the base weight
+    for a in [] if merged else [a for a in layer.active_adapters if a in layer.lora_A]:
+        A, B = _full(layer.lora_A[a].weight, device), _full(layer.lora_B[a].weight, device)
         delta = (B.float() @ A.float()) * layer.scaling[a]
         weight += (delta.T if layer.fan_in_fan_out else delta).to(weight.dtype)
-        if layer.lora_bias.get(a) and bias is not None:
-            bias += (_full(layer.lora_B[a].bias) * layer.scaling[a]).to(bias.dtype)
+        if getattr(layer, "lora_bias", {}).get(a) and bias is not None:
+            bias += (_full(layer.lora_B[a].bias, device) * layer.scaling[a]).to(bias.dtype)
     yield _hf_name(f"{name}.weight"), weight
     if bias is not None:
         yield _hf_name(f"{name}.bias"), bias
 
 
 def _hf_name(name: str) -> str:
-    """A parameter's name in the Hugging Face checkpoint: without peft's wrapping."""
-    return name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+    """A tensor's name in the Hugging Face checkpoint: without peft's and activation checkpointing's wrapping."""
+    name = name.removeprefix("base_model.model.").replace("_checkpoint_wrapped_module.", "")
+    return name.replace(".base_layer.", ".")
 
 
-def _full(tensor: torch.Tensor) -> torch.Tensor:
+def _full(tensor: torch.Tensor, device=None) -> torch.Tensor:
     """The whole tensor on every process: an FSDP2 shard (DTensor) or a ZeRO-3 partition is
-    gathered (a collective: every process calls it, in the same order); others are returned."""
+    gathered (a collective: every process calls it, in the same order); others are returned.
+    A shard offloaded to the CPU is gathered on ``device`` (the process group's)."""
     if hasattr(tensor, "full_tensor"):  # DTensor (FSDP2)
+        if device is not None and tensor.device != torch.device(device):
+            tensor = tensor.to(device)
         return tensor.full_tensor().detach()
     if hasattr(tensor, "ds_id"):  # DeepSpeed ZeRO-3 partitioned parameter
         import deepspeed
