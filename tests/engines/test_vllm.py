@@ -13,6 +13,7 @@ conftest's tiny models with head_dim 8 do not load). Each engine starts once per
 from __future__ import annotations
 
 import copy
+import json
 import sys
 
 import pytest
@@ -25,6 +26,7 @@ vllm = pytest.importorskip(
 )
 
 from helpers_tokenizer import build_tokenizer  # noqa: E402
+from test_distributed import torchrun  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 from grouptune.config import ConfigError  # noqa: E402
@@ -229,6 +231,57 @@ def test_sampling_is_a_function_of_prompt_and_seed_only(qwen2):
     assert first.token_ids[:4] != first.token_ids[4:]
     for i, j in enumerate(order):
         assert shuffled.logprobs[i] == pytest.approx(first.logprobs[j], abs=1e-5)
+
+
+# Each of 2 processes (torchrun, gloo): its own engine (vLLM's external_launcher) samples its
+# half of the requests, then takes weights perturbed from a seed (the same on both) and decodes greedily.
+DISTRIBUTED = """
+import json, sys
+import torch, torch.distributed as dist
+from transformers import AutoModelForCausalLM
+from grouptune.engines.vllm import VLLMEngine, VLLMSettings, policy_weights
+
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+path, job, out = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3]
+engine = VLLMEngine(path, settings=VLLMSettings(**job["settings"]), seed=rank, distributed=True)
+k = len(job["prompts"]) // world
+prompts, seeds = job["prompts"][rank * k : (rank + 1) * k], job["seeds"][rank * k : (rank + 1) * k]
+drawn = engine.generate(prompts, seeds, **job["sampling"])
+model = AutoModelForCausalLM.from_pretrained(path)
+torch.manual_seed(0)
+with torch.no_grad():
+    for p in model.parameters():
+        p.add_(0.1 * torch.randn_like(p))
+engine.sync_weights(policy_weights(model))
+greedy = engine.generate(prompts, max_new_tokens=12, eos_ids=job["sampling"]["eos_ids"], greedy=True)
+json.dump({"drawn": drawn.token_ids, "greedy": greedy.token_ids}, open(f"{out}/rank{rank}.json", "w"))
+"""
+
+
+def test_two_processes_with_an_engine_each_draw_what_one_draws(qwen2, tmp_path):
+    """``distributed=True``: one engine per process over the processes' torch.distributed world."""
+    prompts = qwen2.prompts(QWEN2_QUESTIONS) * 2
+    seeds = list(range(100, 108))
+    sampling = dict(max_new_tokens=12, eos_ids=qwen2.eos, temperature=1.0, top_p=1.0)
+    job = {"settings": SETTINGS.__dict__, "prompts": prompts, "seeds": seeds, "sampling": sampling}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    (tmp_path / "two.py").write_text(DISTRIBUTED)
+    code, log = torchrun(2, tmp_path / "two.py", qwen2.path, tmp_path / "job.json", tmp_path, timeout=300)
+    assert code == 0, log[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    one = qwen2.engine.generate(prompts, seeds, **sampling)
+    assert ranks[0]["drawn"] + ranks[1]["drawn"] == one.token_ids
+    perturbed = copy.deepcopy(qwen2.hf)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in perturbed.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ids, _ = sample(
+        perturbed, prompts, pad_id=qwen2.tok.pad_token_id, eos_ids=qwen2.eos, max_new_tokens=12, greedy=True
+    )
+    assert ranks[0]["greedy"] + ranks[1]["greedy"] == ids
+    assert ids != qwen2.engine.generate(prompts, max_new_tokens=12, eos_ids=qwen2.eos, greedy=True).token_ids
 
 
 # ----------------------------------------------------------------------------- LoRA
