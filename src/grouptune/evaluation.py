@@ -104,4 +104,5 @@ def evaluate_model(cfg) -> dict:
             temperature=cfg.log.eval_temperature, max_new_tokens=cfg.rollout.max_new_tokens,
             seed=cfg.optim.seed, max_examples=cfg.data.max_eval_examples,
         )  # fmt: skip
+    engine.close()
     return results

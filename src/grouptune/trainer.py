@@ -85,7 +85,7 @@ class Trainer:
                 metrics.update(self.update(batch))  # optimizer steps
                 metrics.update({"time/rollout": t1 - t0, "time/update": time.perf_counter() - t1})
                 if self.end_of_batch(metrics, batch):  # log, evaluate, checkpoint; True: stop now
-                    self.log.close()
+                    self.close()
                     return metrics
         if self.eval_data:
             final_eval = self.evaluate()
@@ -93,8 +93,13 @@ class Trainer:
             self.log.write({"batch": self.state["batch"], **final_eval})
         if cfg.checkpoint.save_final:
             self.save_final()
-        self.log.close()
+        self.close()
         return metrics
+
+    def close(self) -> None:
+        """Shut the rollout engine down, then the trackers and accelerate's process group."""
+        self.engine.close()
+        self.log.close()
 
     def end_of_batch(self, metrics: dict, batch: Batch) -> bool:
         """Count the batch; evaluate, log and checkpoint when due. True when a signal asks to stop."""

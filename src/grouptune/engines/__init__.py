@@ -9,8 +9,8 @@ know which runs:
   replaced in place by the policy's once per rollout batch. Much faster generation at scale.
 
 An engine has ``sync_weights(model)`` (before sampling a rollout batch),
-``generate(prompts, seeds, ...) -> Generations`` and ``sleep()`` (after sampling: free what
-training needs). With ``seeds``, a completion depends only on its prompt, its seed and the
+``generate(prompts, seeds, ...) -> Generations``, ``sleep()`` (after sampling: free what
+training needs) and ``close()`` (at the end of the run). With ``seeds``, a completion depends only on its prompt, its seed and the
 weights, so N processes sample what one process samples.
 """
 

@@ -30,6 +30,9 @@ class TransformersEngine:
     def sleep(self) -> None:
         """Nothing to free: the policy is the engine."""
 
+    def close(self) -> None:
+        """Nothing to shut down."""
+
     @torch.no_grad()
     def generate(
         self,
