@@ -42,6 +42,7 @@ from grouptune.policy import build_policy, check_engine, make_accelerator, save_
 from grouptune.rewards import build_reward_functions, compute_rewards
 from grouptune.rollout import Batch, completion_logprobs, pad
 from grouptune.runlog import RunLog
+from grouptune.suites import load_run_suite, suite_metrics
 
 
 class TrainingError(RuntimeError):
@@ -67,6 +68,7 @@ class Trainer:
         )  # fmt: skip
         self.reward_fns = build_reward_functions(cfg.reward)
         self.train_data, self.eval_data = load_run_data(cfg, self.tokenizer, plan.off_policy, self.reward_fns)
+        self.eval_suite = load_run_suite(cfg, self.tokenizer)  # log.eval_suite: a paper's benchmarks
         self.order = DataOrder(len(self.train_data), cfg.optim.seed)
         self.log = RunLog(cfg, self.acc)
         self.state = {"batch": 0, "cursor": 0, "optimizer_steps": 0, "bad_steps": 0}
@@ -90,7 +92,7 @@ class Trainer:
                 if self.end_of_batch(metrics, batch):  # log, evaluate, checkpoint; True: stop now
                     self.log.close()
                     return metrics
-        if self.eval_data:
+        if self.eval_data or self.eval_suite:
             final_eval = self.evaluate()
             metrics.update(final_eval)
             self.log.write({"batch": self.state["batch"], **final_eval})
@@ -426,6 +428,7 @@ class Trainer:
             )  # fmt: skip
             name = Path(src).stem if Path(src).suffix else src
             out.update({f"eval/{name}/{k}": v for k, v in res.items()})
+        out.update(suite_metrics(self))  # log.eval_suite: eval/<benchmark>/<metric>
         self.acc.unwrap_model(self.model).train()
         return out
 
