@@ -238,6 +238,8 @@ def run_suite(cfg, name: str, data_dir: str = "", sources: dict | None = None) -
     from grouptune.evaluation import load_engine
 
     suite = get_suite(name)
+    for bench in suite.benchmarks:  # every source known before the model loads
+        resolve_source(bench, data_dir, sources or {})
     engine, tokenizer = load_engine(cfg)
     sets = load_suite(cfg, tokenizer, suite, data_dir, sources)
     results = evaluate_suite(

@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from grouptune.answers import last_boxed
 from grouptune.data.problems import BadValue, Problem
 from grouptune.data.readers import Table
+from grouptune.harness import normalize
 
 logger = logging.getLogger("grouptune.data")
 
@@ -219,9 +220,10 @@ class Benchmark:
     def _derive(self, row: dict) -> dict:
         gold = self.gold(row)
         question = self.question(row)
-        if gold.strip().lower() in ("true", "false"):
+        word = normalize(gold).lower()  # as the harness: the normalised gold, so \text{Yes} counts
+        if word in ("true", "false"):
             question += " (True or False)"
-        elif gold.strip().lower() in ("yes", "no"):
+        elif word in ("yes", "no"):
             question += " (Yes or No)"
         return {**row, "_question": question.strip(), "_gold": gold}
 
