@@ -228,7 +228,7 @@ def markdown(summary: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--repeats", type=int, default=2, help="processes per case, interleaved across engines")
@@ -245,7 +245,11 @@ def main() -> None:
     p.add_argument("--assets", help=argparse.SUPPRESS)
     p.add_argument("--child", nargs=2, metavar=("MODEL", "ENGINE"), help=argparse.SUPPRESS)
     p.add_argument("--render", action="store_true", help="rewrite the Markdown table from the JSON at --out")
-    a = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    a = parse_args()
     if a.render:
         saved = json.loads(Path(a.out).read_text())
         Path(a.out).with_suffix(".md").write_text(markdown(saved["summary"], saved["meta"]))

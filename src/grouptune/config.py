@@ -50,12 +50,13 @@ class DataConfig:
     eval: list = _f([], "Held-out evaluation data sets (same forms as `train`), each reported on its own; empty disables evaluation.")
     train_split: str = _f("train", "Split to read when `train` is a hub data set.")
     eval_split: str = _f("test", "Split to read when `eval` is a hub data set.")
-    preset: str = _f("", "Column preset: gsm8k, math, math500, numina, dapo_math; empty uses the column names below.")
+    preset: str = _f("", "Column preset: gsm8k, math, math500, numina, dapo_math, or a benchmark's (docs/data.md#benchmark-presets); empty uses the column names below.")
     prompt_column: str = _f("prompt", "Column holding the prompt (a string or a list of chat messages).")
     answer_column: str = _f("answer", "Column holding the verifier's gold answer.")
     completion_column: str = _f("completion", "Column holding the expert demonstration.")
     teacher_column: str = _f("teacher_completions", "Column holding teacher responses (a list of strings); optional.")
     prompt_suffix: str = _f("", "Text appended to every prompt, e.g. \"Let's think step by step and output the final answer within \\boxed{}.\"")
+    prompt_template: str = _f("", "Prompt template of the papers' evaluations: qwen25-math-cot, qwen-boxed, plain or chat (see docs/evaluation.md#prompt-templates); empty renders prompts with `chat_template`.")
     chat_template: bool = _f(True, "Apply the tokenizer's chat template when the tokenizer has one.")
     max_prompt_length: int = _f(1024, "Longest prompt in tokens.")
     long_prompts: str = _f("drop", "What to do with longer prompts: drop, truncate (keep the end) or error.")
@@ -64,7 +65,7 @@ class DataConfig:
 
 @dataclass
 class RewardConfig:
-    functions: list = _f(["math"], "Reward functions: math, gsm8k, exact_match, a reward model path (rm:PATH), or a user function (pkg.mod:fn or file.py:fn).")
+    functions: list = _f(["math"], "Reward functions: math, gsm8k, exact_match, qwen_math, choice, a reward model path (rm:PATH), or a user function (pkg.mod:fn or file.py:fn).")
     weights: list = _f([], "One weight per reward function (default: all 1.0).")
     on_error: str = _f("raise", "A reward function that raises: raise (stop, naming function and row) or unjudged (count the row as unjudged).")
     math_timeout: float = _f(5.0, "Seconds math-verify may spend on one answer before it counts as unjudged.")
@@ -150,6 +151,8 @@ class LogConfig:
     eval_every: int = _f(0, "Evaluate on `data.eval` every N rollout batches (0 = only at the end).")
     eval_samples: int = _f(4, "k: samples per held-out prompt for avg@k and pass@k (0 = greedy only).")
     eval_temperature: float = _f(1.0, "Temperature of the evaluation samples.")
+    eval_suite: str = _f("", "Evaluate on a paper's benchmarks as well: gft_math, gift_math or gft_fig4, each with its own prompts, k and temperature (docs/evaluation.md#suites).")
+    eval_suite_data: str = _f("", "Directory of the suite's downloaded benchmark files (<dir>/<benchmark>/test.jsonl); empty: hub copies where a benchmark has one.")
     progress: bool = _f(True, "Show a progress bar.")
 
 

@@ -85,6 +85,15 @@ class Batch:
         return Batch(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
 
 
+@dataclass
+class Generations:
+    """One completion per prompt, in the order of the prompts."""
+
+    token_ids: list[list[int]]  # cut after the first EOS, which is kept
+    truncated: list[bool]  # reached max_new_tokens without an EOS
+    logprobs: list[list[float]] | None = None  # the engine's log-prob of each sampled token (vLLM), if any
+
+
 def _rows(value, rows: slice):
     """Rows ``rows`` of one Batch field (tensors, lists and per-function dicts are per row)."""
     if isinstance(value, dict):

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -33,14 +31,16 @@ from grouptune import checkpoint as ckpt
 from grouptune.advantages import group_advantages, group_has_spread
 from grouptune.config import ConfigError, TrainConfig
 from grouptune.data import Example, load_run_data, reward_columns
-from grouptune.engines import Generations, check_engine_settings, make_engine
+from grouptune.engines import check_engine_settings, make_engine
 from grouptune.layout import DataOrder, global_groups, make_plan, seed_for
 from grouptune.methods import LossInputs, get_method, overlong_penalty, resolve_method
 from grouptune.metrics import engine_mismatch, rollout_metrics
 from grouptune.policy import build_policy, check_engine, make_accelerator, save_pretrained
 from grouptune.rewards import build_reward_functions, compute_rewards
-from grouptune.rollout import Batch, completion_logprobs, pad, pad_logprobs
+from grouptune.rollout import Batch, Generations, completion_logprobs, pad, pad_logprobs
 from grouptune.runlog import RunLog
+from grouptune.signals import catch_signals
+from grouptune.suites import load_run_suite, suite_metrics
 
 
 class TrainingError(RuntimeError):
@@ -64,6 +64,7 @@ class Trainer:
         self.engine = make_engine(cfg, self.acc, self.acc.unwrap_model(self.model), self.tokenizer, self.eos_ids)
         self.reward_fns = build_reward_functions(cfg.reward)
         self.train_data, self.eval_data = load_run_data(cfg, self.tokenizer, plan.off_policy, self.reward_fns)
+        self.eval_suite = load_run_suite(cfg, self.tokenizer)  # log.eval_suite: a paper's benchmarks
         self.order = DataOrder(len(self.train_data), cfg.optim.seed)
         self.log = RunLog(cfg, self.acc)
         self.state = {"batch": 0, "cursor": 0, "optimizer_steps": 0, "bad_steps": 0}
@@ -76,7 +77,7 @@ class Trainer:
             self._resume()
         self.log.start(self.state["batch"])
         metrics: dict = {}
-        with _catch_signals(self):
+        with catch_signals(self):
             while self.state["batch"] < cfg.optim.total_batches:
                 t0 = time.perf_counter()
                 batch, metrics = self.make_batch()  # prompts -> groups -> rewards -> advantages
@@ -87,7 +88,7 @@ class Trainer:
                 if self.end_of_batch(metrics, batch):  # log, evaluate, checkpoint; True: stop now
                     self.close()
                     return metrics
-        if self.eval_data:
+        if self.eval_data or self.eval_suite:
             final_eval = self.evaluate()
             metrics.update(final_eval)
             self.log.write({"batch": self.state["batch"], **final_eval})
@@ -437,6 +438,7 @@ class Trainer:
             )  # fmt: skip
             name = Path(src).stem if Path(src).suffix else src
             out.update({f"eval/{name}/{k}": v for k, v in res.items()})
+        out.update(suite_metrics(self))  # log.eval_suite: eval/<benchmark>/<metric>
         self.engine.sleep()
         self.acc.unwrap_model(self.model).train()
         return out
@@ -475,27 +477,3 @@ class Trainer:
 def _mean_dicts(dicts: list[dict]) -> dict:
     keys = {k for d in dicts for k in d}
     return {k: sum(d[k] for d in dicts if k in d) / sum(1 for d in dicts if k in d) for k in sorted(keys)}
-
-
-@contextlib.contextmanager
-def _catch_signals(trainer: Trainer):
-    """SIGTERM / SIGINT: finish the current rollout batch, save a checkpoint, return.
-
-    A second signal before then raises ``KeyboardInterrupt`` (stop now, no checkpoint).
-    Handlers can only be installed from the main thread; elsewhere signals keep their handlers.
-    """
-
-    def handler(signum, frame):
-        if trainer.stop_signal is not None:
-            raise KeyboardInterrupt(f"signal {signum} received twice: stopping without a checkpoint")
-        trainer.stop_signal = signum  # no printing here: the signal may arrive in the middle of a print
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)

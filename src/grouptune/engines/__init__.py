@@ -9,27 +9,16 @@ know which runs:
   replaced in place by the policy's once per rollout batch. Much faster generation at scale.
 
 An engine has ``sync_weights(model)`` (before sampling a rollout batch),
-``generate(prompts, seeds, ...) -> Generations``, ``sleep()`` (after sampling: free what
+``generate(prompts, seeds, ...) -> grouptune.rollout.Generations``, ``sleep()`` (after sampling: free what
 training needs) and ``close()`` (at the end of the run). With ``seeds``, a completion depends only on its prompt, its seed and the
 weights, so N processes sample what one process samples.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from grouptune.config import ConfigError, TrainConfig
 
 ENGINES = ("transformers", "vllm")
-
-
-@dataclass
-class Generations:
-    """One completion per prompt, in the order of the prompts."""
-
-    token_ids: list[list[int]]  # cut after the first EOS, which is kept
-    truncated: list[bool]  # reached max_new_tokens without an EOS
-    logprobs: list[list[float]] | None = None  # the engine's log-prob of each sampled token (vLLM), if any
 
 
 def make_engine(cfg: TrainConfig, acc, model, tokenizer, eos_ids: list[int]):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from grouptune.engines import Generations
-from grouptune.rollout import sample
+from grouptune.rollout import Generations, sample
 
 
 class TransformersEngine:

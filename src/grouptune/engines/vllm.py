@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from grouptune.config import ConfigError
-from grouptune.engines import Generations
+from grouptune.rollout import Generations
 
 INSTALL = (
     "on a GPU machine: pip install 'grouptune[vllm]' (after the torch build you want); "
