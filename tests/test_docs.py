@@ -56,7 +56,7 @@ MARKERS = PARSE_ONLY | {"run-with", "file", "setup", "layout"}
 LANGUAGES = {"python", "bash", "sh", "shell", "yaml", "yml", "json", "jsonl", "text", ""}
 SECTIONS = {"model", "data", "reward", "rollout", "method", "optim", "log", "checkpoint"}
 OPTIONAL_EXTRAS = {"trl", "peft", "deepspeed", "bitsandbytes", "vllm"}
-OTHER_TOOLS = {"mkdocs", "git", "cd", "export"}  # programs the docs may name that need no check here
+OTHER_TOOLS = {"mkdocs", "git", "cd", "export", "echo"}  # programs the docs may name that need no check here
 
 # What `file run.yaml tiny` changes in the documented run config: a tiny local model, a few
 # tokens, one rollout batch of two prompts, evaluation on two examples.
@@ -417,12 +417,17 @@ def shell_commands(code: str, scratch: Scratch, where: str):
         line = re.sub(r"\$\{?(\w+)\}?", lambda m: scratch.shell_vars.get(m.group(1), m.group(0)), line)
         words: list[str] = []
         for word in shlex.split(line, comments=True):
-            if word in ("&&", "||", ";", "|"):
+            ends = word.endswith(";") and word != ";"  # `cmd arg; }`: the word ends the command
+            word = word.removesuffix(";") if ends else word
+            if word in ("&&", "||", ";", "|", "{", "}"):  # separators, and a { ...; } group's braces
                 if words:
                     yield words
                 words = []
             else:
                 words.append(word)
+            if ends and words:
+                yield words
+                words = []
         if words:
             yield words
 
