@@ -36,6 +36,7 @@ from grouptune.data import Example, load_run_data, reward_columns
 from grouptune.engines import Generations
 from grouptune.engines.transformers import TransformersEngine
 from grouptune.layout import DataOrder, global_groups, make_plan, seed_for
+from grouptune.loss_inputs import LossFeeder
 from grouptune.methods import LossInputs, get_method, overlong_penalty, resolve_method
 from grouptune.metrics import rollout_metrics
 from grouptune.policy import build_policy, check_engine, make_accelerator, save_pretrained, sharded
@@ -57,7 +58,7 @@ class Trainer:
         self.plan = plan = make_plan(cfg, self.method, self.acc.num_processes)
         check_engine(self.acc, cfg, one_pass_per_step=plan.groups_per_micro == plan.groups_per_step)
         torch.manual_seed(cfg.optim.seed)
-        needs_ref = self.method.needs_ref_model(cfg.method)
+        needs_ref = self.method.needs_ref_model(cfg.method) or self.method.needs_ref_kl
         self.policy = build_policy(cfg, self.acc, plan.groups_per_micro * plan.group_size, needs_ref)
         self.model, self.optimizer, self.scheduler = self.policy.model, self.policy.optimizer, self.policy.scheduler
         self.tokenizer, self.eos_ids = self.policy.tokenizer, self.policy.eos_ids
@@ -66,9 +67,11 @@ class Trainer:
             batch_size=cfg.rollout.generation_batch_size, synced_gpus=sharded(self.acc),
         )  # fmt: skip
         self.reward_fns = build_reward_functions(cfg.reward)
-        self.train_data, self.eval_data = load_run_data(cfg, self.tokenizer, plan.off_policy, self.reward_fns)
+        demos = max(plan.off_policy, int(self.method.expert_stream))  # CHORD's expert rows need demonstrations
+        self.train_data, self.eval_data = load_run_data(cfg, self.tokenizer, demos, self.reward_fns)
         self.order = DataOrder(len(self.train_data), cfg.optim.seed)
         self.log = RunLog(cfg, self.acc)
+        self.feeder = LossFeeder(self)  # what the loss receives: forward passes, normalisers, expert rows
         self.state = {"batch": 0, "cursor": 0, "optimizer_steps": 0, "bad_steps": 0}
         self.stop_signal: int | None = None  # set by SIGTERM / SIGINT during train()
 
@@ -316,41 +319,28 @@ class Trainer:
     def optimizer_step(self, mini: Batch) -> dict:
         """Accumulate the mini-batch's micro-batches, then clip, guard and step."""
         plan = self.plan
-        # Normalisers of the whole optimizer step over all processes, divided by the number of
-        # processes because DDP averages gradients: the result does not depend on how the
-        # step is split into micro-batches or processes.
-        mask = self._loss_mask(mini)
-        totals = torch.tensor([mask.sum().item(), float(mask.shape[0])], device=self.acc.device)
-        totals = self.acc.reduce(totals, reduction="sum").cpu() / plan.world
+        step = self.feeder.step(mini)  # normalisers of the whole step (all processes); CHORD's expert rows
         logs, n_micro = [], plan.groups_per_step // plan.groups_per_micro
         for i in range(n_micro):
             mb = mini.groups(i * plan.groups_per_micro, (i + 1) * plan.groups_per_micro).trimmed()
             sync = contextlib.nullcontext() if i == n_micro - 1 else self.acc.no_sync(self.model)
             with sync:
-                logs.append(self._micro_step(mb.to(self.acc.device), float(totals[0]), float(totals[1])))
+                mb = mb.to(self.acc.device)
+                logs.append(self._micro_step(mb, step.inputs(i, mb)))
         out = _mean_dicts(logs)
         for key in ("loss", f"{self.method.name}/loss"):  # micro-batch losses add up to the step's loss
             out[key] = sum(x[key] for x in logs if key in x)
         out.update(self._apply_gradients(out["loss"]))
         return out
 
-    def _micro_step(self, mb: Batch, tokens: float, sequences: float) -> dict:
-        """Forward, the method's loss, backward for one micro-batch; its metrics."""
-        temp = self.cfg.rollout.temperature if self.method.tempered else 1.0
-        logp, entropy = completion_logprobs(self.model, mb, temperature=temp, with_entropy=True)
-        old = mb.old_logp if mb.old_logp is not None else logp.detach()
-        inputs = LossInputs(
-            logp=logp, mask=self._loss_mask(mb).to(logp.device),
-            adv=mb.adv if mb.adv is not None else torch.zeros(len(logp)), rewards=mb.rewards,
-            old_logp=old, ref_logp=mb.ref_logp if mb.ref_logp is not None else old, group_size=mb.group_size,
-            max_completion_length=self.cfg.rollout.max_new_tokens, tokens=tokens, sequences=sequences,
-        )  # fmt: skip
+    def _micro_step(self, mb: Batch, inputs: LossInputs) -> dict:
+        """The method's loss and backward for one micro-batch (its forward pass made ``inputs``); its metrics."""
         loss, metrics = self.method.loss(inputs, self.cfg.method)
         self.acc.backward(loss)
         cmask = mb.completion_mask.float()
         metrics = {f"{self.method.name}/{k}": v for k, v in metrics.items()}
         metrics["loss"] = loss.item()
-        metrics["entropy"] = float((entropy.detach() * cmask).sum() / cmask.sum().clamp(min=1))
+        metrics["entropy"] = float((inputs.entropy.detach() * cmask).sum() / cmask.sum().clamp(min=1))
         return metrics
 
     def _apply_gradients(self, loss: float) -> dict:
