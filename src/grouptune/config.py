@@ -31,6 +31,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name_or_path: str = _f("", "Hugging Face model id or local directory of the policy (and of the initial reference).")
+    init_from: str = _f("", "A previous run's output directory (or its final/): start from that run's final model, weights and tokenizer, which then also is the initial reference; name_or_path is replaced by its path.")
     dtype: str = _f("float32", "Parameter dtype: float32, bfloat16 or float16.")
     mixed_precision: str = _f("", "Autocast through accelerate: bf16, fp16 or no (empty = the launcher's setting, else no). Weights stay in `dtype`.")
     trust_remote_code: bool = _f(False, "Allow model/tokenizer code from the checkpoint's repository. Off unless you trust it.")

@@ -39,6 +39,7 @@ from grouptune.layout import DataOrder, global_groups, make_plan, seed_for
 from grouptune.loss_inputs import LossFeeder
 from grouptune.methods import LossInputs, get_method, overlong_penalty, resolve_method
 from grouptune.metrics import rollout_metrics
+from grouptune.modeling import resolve_init_from
 from grouptune.policy import build_policy, check_engine, make_accelerator, save_pretrained, sharded
 from grouptune.rewards import build_reward_functions, compute_rewards
 from grouptune.rollout import Batch, completion_logprobs, pad
@@ -51,7 +52,7 @@ class TrainingError(RuntimeError):
 
 class Trainer:
     def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg = resolve_method(cfg)  # the method's defaults filled in, settings checked
+        self.cfg = cfg = resolve_init_from(resolve_method(cfg))  # method defaults filled in, settings checked
         self.method = get_method(cfg.method.name)
         self.out = Path(cfg.log.output_dir)
         self.acc = make_accelerator(cfg)
