@@ -147,6 +147,7 @@ class LogConfig:
     report_to: list = _f([], "Extra trackers through accelerate: tensorboard, wandb, trackio.")
     eval_every: int = _f(0, "Evaluate on `data.eval` every N rollout batches (0 = only at the end).")
     eval_samples: int = _f(4, "k: samples per held-out prompt for avg@k and pass@k (0 = greedy only).")
+    eval_pass_at: list = _f([], "More k whose pass@k is reported from the same samples, each at most eval_samples (e.g. [1, 2, 4, 8] with 16: the GFT paper's Figure 4).")
     eval_temperature: float = _f(1.0, "Temperature of the evaluation samples.")
     progress: bool = _f(True, "Show a progress bar.")
 

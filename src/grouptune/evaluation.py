@@ -39,11 +39,13 @@ def evaluate_examples(
     seed: int = 0,
     max_examples: int = 0,
     accelerator=None,
+    pass_at: tuple[int, ...] | list = (),
 ) -> dict:
     """Greedy accuracy, and with ``k > 0`` samples per prompt avg@k and pass@k.
 
     ``engine``: a rollout engine (``grouptune.engines``) holding the model's current weights.
     With an ``accelerator`` the examples are sharded over processes and the results gathered.
+    ``pass_at``: more k (each at most ``k``) whose pass@k is reported from the same samples.
     """
     if max_examples:
         examples = examples[:max_examples]
@@ -68,7 +70,16 @@ def evaluate_examples(
         samples = gather_object(samples)
     if k == 0:
         return {"n_problems": len(greedy), "greedy": sum(greedy) / max(len(greedy), 1)}
-    return summarize_eval(samples, greedy, k)
+    return summarize_eval(samples, greedy, k, pass_at)
+
+
+def check_pass_at(log) -> None:
+    """Refuse ``log.eval_pass_at`` values that the samples cannot give, before any training."""
+    from grouptune.config import ConfigError
+
+    bad = [j for j in log.eval_pass_at if not (isinstance(j, int) and not isinstance(j, bool) and 1 <= j <= log.eval_samples)]
+    if bad:
+        raise ConfigError(f"log.eval_pass_at: each k must be an integer in 1..log.eval_samples ({log.eval_samples}), got {bad}")
 
 
 def shard(examples: list, rank: int, world: int) -> tuple[list, int]:
@@ -91,6 +102,7 @@ def evaluate_model(cfg) -> dict:
 
     if not cfg.data.eval:
         raise ConfigError("data.eval: name at least one held-out data set to evaluate on")
+    check_pass_at(cfg.log)
     from grouptune.engines.transformers import TransformersEngine
 
     model, tokenizer = load_model_and_tokenizer(cfg.model)
@@ -105,6 +117,6 @@ def evaluate_model(cfg) -> dict:
         results[Path(src).stem if Path(src).suffix else src] = evaluate_examples(
             engine, tokenizer, examples, reward_fns, k=cfg.log.eval_samples,
             temperature=cfg.log.eval_temperature, max_new_tokens=cfg.rollout.max_new_tokens,
-            seed=cfg.optim.seed, max_examples=cfg.data.max_eval_examples,
+            seed=cfg.optim.seed, max_examples=cfg.data.max_eval_examples, pass_at=cfg.log.eval_pass_at,
         )  # fmt: skip
     return results

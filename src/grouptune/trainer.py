@@ -35,6 +35,7 @@ from grouptune.config import ConfigError, TrainConfig
 from grouptune.data import Example, load_run_data, reward_columns
 from grouptune.engines import Generations
 from grouptune.engines.transformers import TransformersEngine
+from grouptune.evaluation import check_pass_at
 from grouptune.layout import DataOrder, global_groups, make_plan, seed_for
 from grouptune.loss_inputs import LossFeeder
 from grouptune.methods import LossInputs, get_method, overlong_penalty, resolve_method
@@ -57,6 +58,7 @@ class Trainer:
         self.out = Path(cfg.log.output_dir)
         self.acc = make_accelerator(cfg)
         self.plan = plan = make_plan(cfg, self.method, self.acc.num_processes)
+        check_pass_at(cfg.log)
         check_engine(self.acc, cfg, one_pass_per_step=plan.groups_per_micro == plan.groups_per_step)
         torch.manual_seed(cfg.optim.seed)
         needs_ref = self.method.needs_ref_model(cfg.method) or self.method.needs_ref_kl
@@ -413,7 +415,7 @@ class Trainer:
                 self.engine, self.tokenizer, examples, self.reward_fns, k=lg.eval_samples,
                 temperature=lg.eval_temperature, max_new_tokens=self.cfg.rollout.max_new_tokens,
                 seed=seed_for(self.cfg.optim.seed, -1, self.state["batch"]),
-                max_examples=self.cfg.data.max_eval_examples, accelerator=self.acc,
+                max_examples=self.cfg.data.max_eval_examples, accelerator=self.acc, pass_at=lg.eval_pass_at,
             )  # fmt: skip
             name = Path(src).stem if Path(src).suffix else src
             out.update({f"eval/{name}/{k}": v for k, v in res.items()})

@@ -52,3 +52,24 @@ def test_every_row_of_the_gft_table_runs_on_a_tiny_budget(tmp_path):
     report = (tmp_path / "report.md").read_text()
     for label in results:
         assert f"| {label} |" in report
+
+
+def test_pipelines_suite_chains_three_stages_and_reports_pass_at_k(tmp_path):
+    """SFT -> GFT -> GRPO among the pipelines; every run's last stage starts from the one before; the
+    report has a pass@k table over k (the GFT paper's Figure 4) and its plot."""
+    suite = commands.load_suite("pipelines")
+    assert [r["label"] for r in suite["runs"]] == ["SFT -> GRPO", "GFT -> GRPO", "SFT -> GFT -> GRPO"]
+    assert suite["common"]["log.eval_samples"] == 16 and suite["common"]["log.eval_pass_at"] == [1, 2, 4, 8]
+    small = {**TINY, "log.eval_samples": 4, "log.eval_pass_at": [1, 2]}
+    results = commands.compare(suite, [0], tmp_path, small)
+    final = results["SFT -> GFT -> GRPO"][0]["final"]
+    assert {"eval/test/pass@1", "eval/test/pass@2", "eval/test/pass@4", "eval/test/avg@4"} <= set(final)
+    assert final["eval/test/pass@1"] == pytest.approx(final["eval/test/avg@4"])  # unbiased pass@1 is avg@n
+    assert final["eval/test/pass@1"] <= final["eval/test/pass@2"] <= final["eval/test/pass@4"]
+    run_dir = tmp_path / "runs" / commands._slug("SFT -> GFT -> GRPO") / "seed0"
+    assert str(run_dir / "stage1" / "final") in (run_dir / "stage2" / "config.yaml").read_text()
+    write_report(suite, results, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    table = report[report.index("## pass@k") :]
+    assert "| method | test pass@1 | test pass@2 | test pass@4 |" in table and table.count("| SFT -> GFT -> GRPO |") == 1
+    assert (tmp_path / "pass_at_k.png").is_file()
