@@ -1,5 +1,6 @@
 """Evaluation arithmetic with hand-worked numbers."""
 
+import math
 from fractions import Fraction
 from math import comb
 
@@ -90,3 +91,33 @@ def test_summarize_eval_reports_pass_at_more_k():
     assert summary["pass@4"] == 1.0
     with pytest.raises(ValueError, match=r"pass_at: each k must be an integer in 1..4"):
         summarize_eval([[True] * 4], None, k=4, pass_at=[8])
+
+
+def test_engine_mismatch_hand_values_and_truncated_importance_weights():
+    """delta = old - engine on sampled tokens (row 0: 0.5 and 0; row 1 is a demonstration: NaN)."""
+    import torch
+
+    from grouptune.losses import gft_loss, grpo_loss
+    from grouptune.metrics import engine_mismatch
+
+    nan = float("nan")
+    old = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, -1.0]])
+    engine = torch.tensor([[-1.5, -2.0, -9.0], [nan, nan, nan]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    r = engine_mismatch(old, engine, mask, cap=1.5)
+    assert r.metrics["rollout/engine_logp_abs_diff"] == pytest.approx(0.25)
+    assert r.metrics["rollout/engine_kl"] == pytest.approx((math.exp(0.5) - 0.5 - 1.0) / 2)
+    assert r.metrics["rollout/is_capped_frac"] == pytest.approx(0.5)  # exp(0.5) = 1.65 > 1.5
+    torch.testing.assert_close(r.weights, torch.tensor([[1.5, 1.0, 1.0], [1.0, 1.0, 1.0]]))
+    assert engine_mismatch(old, engine, mask, cap=0).weights is None
+    assert engine_mismatch(old, None, mask, cap=2).metrics == {}
+
+    # The weight multiplies each token's policy-gradient term: at ratio 1 the GRPO token loss is
+    # -A, so the dapo-aggregated loss is -sum(A * w * m) / sum(m); GFT's is -sum(A * w_gft * w * logp * m) / sum(m).
+    adv = torch.tensor([1.0, -2.0])
+    logp = old.clone().requires_grad_()
+    loss, _ = grpo_loss(logp, old, mask, adv, token_weights=r.weights)
+    expected = -(adv[:, None] * r.weights * mask).sum() / mask.sum()
+    torch.testing.assert_close(loss, expected)
+    loss, _ = gft_loss(logp, mask, adv, tau=0.0, token_weights=r.weights)  # tau 0: w_gft = 1
+    torch.testing.assert_close(loss, -(adv[:, None] * r.weights * old * mask).sum() / mask.sum())

@@ -3,6 +3,7 @@
     grouptune train --config run.yaml --method.name gift --optim.lr 3e-6
     grouptune train --config pipeline.yaml      # stages: sft -> gft -> grpo, each from the last one's final/
     grouptune eval  --model.name_or_path runs/x/final --data.eval test.jsonl --reward.functions math
+    grouptune eval  --model.name_or_path runs/x/final --suite gft_math --suite-data benchmarks/
     grouptune demo  [--method gft]
     grouptune compare --suite gft_table
 
@@ -19,7 +20,7 @@ import sys
 from grouptune.config import ConfigError, config_to_yaml, iter_fields, load_config, parse_cli_value
 from grouptune.data import DataError
 
-EVAL_SECTIONS = ("model", "data", "reward", "rollout", "log")
+EVAL_SECTIONS = ("model", "data", "reward", "rollout", "vllm", "log")
 
 
 def _add_config_options(parser: argparse.ArgumentParser, sections: tuple[str, ...] | None = None) -> None:
@@ -61,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_config_options(ev, EVAL_SECTIONS)
     ev.add_argument("--output", default="", help="Write the results as JSON to this file (default: '').")
+    ev.add_argument("--suite", default="", help="Evaluate on a paper's benchmarks instead of data.eval: gft_math, "
+                    "gift_math or gft_fig4 (docs/evaluation.md#suites); same as --log.eval_suite (default: '').")
+    ev.add_argument("--suite-data", default="", metavar="DIR", help="Directory of downloaded benchmark files, "
+                    "DIR/<benchmark>/test.jsonl; same as --log.eval_suite_data (default: hub copies).")
+    ev.add_argument("--suite-source", action="append", default=[], metavar="BENCHMARK=SOURCE",
+                    help="Read one benchmark of the suite from this file or hub name (repeatable).")
 
     from grouptune.testbed import commands
 
@@ -141,8 +148,16 @@ def _eval(args: argparse.Namespace) -> int:
     from grouptune.metrics import format_table
 
     cfg = load_config(args.config, _overrides(args))
-    results = evaluate_model(cfg)
-    print(format_table(results))
+    suite = args.suite or cfg.log.eval_suite
+    if suite:
+        from grouptune.suites import format_suite_table, parse_sources, run_suite
+
+        sources = parse_sources(args.suite_source)
+        results = run_suite(cfg, suite, args.suite_data or cfg.log.eval_suite_data, sources)
+        print(format_suite_table(results))
+    else:
+        results = evaluate_model(cfg)
+        print(format_table(results))
     if args.output:
         with open(args.output, "w") as f:
             json.dump(results, f, indent=2)

@@ -1,7 +1,7 @@
 """Run configuration: one dataclass per concern, each field documented once (its ``help``).
 
 A run is a ``TrainConfig`` made of ``ModelConfig``, ``DataConfig``, ``RewardConfig``,
-``RolloutConfig``, ``MethodConfig``, ``OptimConfig``, ``LogConfig`` and ``CheckpointConfig``.
+``RolloutConfig``, ``VLLMConfig``, ``MethodConfig``, ``OptimConfig``, ``LogConfig`` and ``CheckpointConfig``.
 YAML files mirror that nesting; command-line overrides use dotted keys
 (``--method.name gift --optim.lr 3e-6``). Unknown keys and values of the wrong type are
 rejected on load with the dotted name of the field.
@@ -51,12 +51,13 @@ class DataConfig:
     eval: list = _f([], "Held-out evaluation data sets (same forms as `train`), each reported on its own; empty disables evaluation.")
     train_split: str = _f("train", "Split to read when `train` is a hub data set.")
     eval_split: str = _f("test", "Split to read when `eval` is a hub data set.")
-    preset: str = _f("", "Column preset: gsm8k, math, math500, numina, dapo_math; empty uses the column names below.")
+    preset: str = _f("", "Column preset: gsm8k, math, math500, numina, dapo_math, or a benchmark's (docs/data.md#benchmark-presets); empty uses the column names below.")
     prompt_column: str = _f("prompt", "Column holding the prompt (a string or a list of chat messages).")
     answer_column: str = _f("answer", "Column holding the verifier's gold answer.")
     completion_column: str = _f("completion", "Column holding the expert demonstration.")
     teacher_column: str = _f("teacher_completions", "Column holding teacher responses (a list of strings); optional.")
     prompt_suffix: str = _f("", "Text appended to every prompt, e.g. \"Let's think step by step and output the final answer within \\boxed{}.\"")
+    prompt_template: str = _f("", "Prompt template of the papers' evaluations: qwen25-math-cot, qwen-boxed, plain or chat (see docs/evaluation.md#prompt-templates); empty renders prompts with `chat_template`.")
     chat_template: bool = _f(True, "Apply the tokenizer's chat template when the tokenizer has one.")
     max_prompt_length: int = _f(1024, "Longest prompt in tokens.")
     long_prompts: str = _f("drop", "What to do with longer prompts: drop, truncate (keep the end) or error.")
@@ -65,7 +66,7 @@ class DataConfig:
 
 @dataclass
 class RewardConfig:
-    functions: list = _f(["math"], "Reward functions: math, gsm8k, exact_match, a reward model path (rm:PATH), or a user function (pkg.mod:fn or file.py:fn).")
+    functions: list = _f(["math"], "Reward functions: math, gsm8k, exact_match, qwen_math, choice, a reward model path (rm:PATH), or a user function (pkg.mod:fn or file.py:fn).")
     weights: list = _f([], "One weight per reward function (default: all 1.0).")
     on_error: str = _f("raise", "A reward function that raises: raise (stop, naming function and row) or unjudged (count the row as unjudged).")
     math_timeout: float = _f(5.0, "Seconds math-verify may spend on one answer before it counts as unjudged.")
@@ -81,6 +82,21 @@ class RolloutConfig:
     max_new_tokens: int = _f(2048, "Longest completion in tokens (official GFT: 2048); longer ones are cut and counted as truncated.")
     mask_truncated: bool = _f(False, "Leave truncated completions out of the loss (they still count in the group statistics).")
     generation_batch_size: int = _f(0, "Sequences generated at once per process (0 = the whole rollout batch).")
+    engine: str = _f("transformers", "What samples rollouts and evaluation completions: transformers (model.generate on the policy) or vllm (a colocated vLLM engine per process, synced every rollout batch; settings under vllm.*).")
+
+
+@dataclass
+class VLLMConfig:
+    """The colocated vLLM engine (``rollout.engine: vllm``): one engine in each training process."""
+
+    gpu_memory_utilization: float = _f(0.3, "Share of the device's memory (on CPU: of the RAM) vLLM may take for weights and KV cache.")
+    max_model_len: int = _f(0, "Longest prompt + completion the engine serves (0 = data.max_prompt_length + rollout.max_new_tokens).")
+    tensor_parallel_size: int = _f(1, "GPUs one engine spans (training processes of one tensor-parallel group share it).")
+    sleep_mode: bool = _f(False, "CUDA: free the engine's weights and KV cache while training, woken before each sync.")
+    dtype: str = _f("", "Engine dtype: float32, bfloat16 or float16 (empty = model.dtype, the policy's).")
+    enforce_eager: bool = _f(False, "No CUDA graphs / torch.compile: faster start-up, slower decoding.")
+    kv_cache_gb: float = _f(0.0, "KV cache size in GiB (0 = what gpu_memory_utilization leaves).")
+    importance_sampling_cap: float = _f(0.0, "Truncated importance sampling: weight each sampled token's loss by min(exp(old_logp - vllm_logp), cap) to correct the engine/trainer mismatch; 0 = off (verl and TRL use 2).")
 
 
 @dataclass
@@ -149,6 +165,8 @@ class LogConfig:
     eval_samples: int = _f(4, "k: samples per held-out prompt for avg@k and pass@k (0 = greedy only).")
     eval_pass_at: list = _f([], "More k whose pass@k is reported from the same samples, each at most eval_samples (e.g. [1, 2, 4, 8] with 16: the GFT paper's Figure 4).")
     eval_temperature: float = _f(1.0, "Temperature of the evaluation samples.")
+    eval_suite: str = _f("", "Evaluate on a paper's benchmarks as well: gft_math, gift_math or gft_fig4, each with its own prompts, k and temperature (docs/evaluation.md#suites).")
+    eval_suite_data: str = _f("", "Directory of the suite's downloaded benchmark files (<dir>/<benchmark>/test.jsonl); empty: hub copies where a benchmark has one.")
     progress: bool = _f(True, "Show a progress bar.")
 
 
@@ -166,6 +184,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     log: LogConfig = field(default_factory=LogConfig)

@@ -39,22 +39,29 @@ def evaluate_examples(
     seed: int = 0,
     max_examples: int = 0,
     accelerator=None,
+    greedy: bool = True,
     pass_at: tuple[int, ...] | list = (),
 ) -> dict:
     """Greedy accuracy, and with ``k > 0`` samples per prompt avg@k and pass@k.
 
     ``engine``: a rollout engine (``grouptune.engines``) holding the model's current weights.
     With an ``accelerator`` the examples are sharded over processes and the results gathered.
+    ``greedy=False`` skips greedy decoding (the result has no ``greedy`` key; needs ``k > 0``).
     ``pass_at``: more k (each at most ``k``) whose pass@k is reported from the same samples.
     """
+    if not greedy and k <= 0:
+        raise ValueError("evaluate_examples: greedy=False needs k > 0 samples per prompt")
     if max_examples:
         examples = examples[:max_examples]
     real = len(examples)
     if accelerator is not None and accelerator.num_processes > 1:
         examples, real = shard(examples, accelerator.process_index, accelerator.num_processes)
     prompts = [ex.prompt_ids for ex in examples]
-    greedy_ids = engine.generate(prompts, greedy=True, max_new_tokens=max_new_tokens).token_ids
-    greedy = _correct(reward_fns, examples, tokenizer.batch_decode(greedy_ids, skip_special_tokens=True), 1)
+    greedy_flags = None
+    if greedy:
+        greedy_ids = engine.generate(prompts, greedy=True, max_new_tokens=max_new_tokens).token_ids
+        texts = tokenizer.batch_decode(greedy_ids, skip_special_tokens=True)
+        greedy_flags = _correct(reward_fns, examples, texts, 1)[:real]  # drop the padding of an uneven shard
     samples: list[list[bool]] = [[] for _ in examples]
     if k > 0:
         torch.manual_seed(seed)  # requests without seeds continue torch's stream (or draw theirs from it)
@@ -62,15 +69,15 @@ def evaluate_examples(
         ids = engine.generate(many, temperature=temperature, max_new_tokens=max_new_tokens).token_ids
         flat = _correct(reward_fns, examples, tokenizer.batch_decode(ids, skip_special_tokens=True), k)
         samples = [flat[i * k : (i + 1) * k] for i in range(len(examples))]
-    greedy, samples = greedy[:real], samples[:real]  # drop the padding of an uneven shard
+    samples = samples[:real]
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import gather_object
 
-        greedy = gather_object(greedy)
+        greedy_flags = gather_object(greedy_flags) if greedy else None
         samples = gather_object(samples)
     if k == 0:
-        return {"n_problems": len(greedy), "greedy": sum(greedy) / max(len(greedy), 1)}
-    return summarize_eval(samples, greedy, k, pass_at)
+        return {"n_problems": len(greedy_flags), "greedy": sum(greedy_flags) / max(len(greedy_flags), 1)}
+    return summarize_eval(samples, greedy_flags, k, pass_at)
 
 
 def check_pass_at(log) -> None:
@@ -91,25 +98,27 @@ def shard(examples: list, rank: int, world: int) -> tuple[list, int]:
     return mine + filler * (size - len(mine)), len(mine)
 
 
+def load_engine(cfg):
+    """The policy of ``cfg.model`` in the rollout engine ``rollout.engine`` names, and its tokenizer."""
+    from grouptune.engines import make_engine
+    from grouptune.modeling import eos_ids, load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(cfg.model)
+    return make_engine(cfg, None, model, tokenizer, eos_ids(tokenizer, model)), tokenizer
+
+
 def evaluate_model(cfg) -> dict:
     """``grouptune eval``: every ``data.eval`` set of a ``TrainConfig``, results keyed by data set."""
     from pathlib import Path
 
     from grouptune.config import ConfigError
     from grouptune.data import load_examples
-    from grouptune.modeling import eos_ids, load_model_and_tokenizer
     from grouptune.rewards import build_reward_functions
 
     if not cfg.data.eval:
         raise ConfigError("data.eval: name at least one held-out data set to evaluate on")
     check_pass_at(cfg.log)
-    from grouptune.engines.transformers import TransformersEngine
-
-    model, tokenizer = load_model_and_tokenizer(cfg.model)
-    engine = TransformersEngine(
-        model, pad_id=tokenizer.pad_token_id, eos_ids=eos_ids(tokenizer, model),
-        batch_size=cfg.rollout.generation_batch_size,
-    )  # fmt: skip
+    engine, tokenizer = load_engine(cfg)
     reward_fns = build_reward_functions(cfg.reward)
     results = {}
     for src in cfg.data.eval:
@@ -119,4 +128,5 @@ def evaluate_model(cfg) -> dict:
             temperature=cfg.log.eval_temperature, max_new_tokens=cfg.rollout.max_new_tokens,
             seed=cfg.optim.seed, max_examples=cfg.data.max_eval_examples, pass_at=cfg.log.eval_pass_at,
         )  # fmt: skip
+    engine.close()
     return results

@@ -27,6 +27,7 @@ from grouptune.layout import DataOrder, seed_for
 from grouptune.logprobs import logprobs_and_entropy
 from grouptune.losses import vocab_kl
 from grouptune.methods import LossInputs
+from grouptune.metrics import engine_mismatch
 from grouptune.rollout import Batch, completion_logits, completion_logprobs, pad
 
 
@@ -39,11 +40,13 @@ class LossFeeder:
         if trainer.method.expert_stream:  # the expert rows' own data order, seeded apart from the prompts'
             self.expert_order = DataOrder(len(trainer.train_data), seed_for(trainer.cfg.optim.seed, -2))
 
-    def step(self, mini: Batch) -> StepInputs:
+    def step(self, mini: Batch, first: bool = True) -> StepInputs:
+        """The inputs of an optimizer step over ``mini``; ``first``: the first step of its rollout
+        batch (the policy is still the one that sampled it)."""
         expert = None
         if self.expert_order is not None:
             expert = self.expert_rows(self.t.plan.groups_per_step * self.t.cfg.method.chord_expert_per_group)
-        return StepInputs(self.t, mini, expert)
+        return StepInputs(self.t, mini, expert, first)
 
     def expert_rows(self, n: int) -> Batch:
         """This process's next ``n`` expert rows: demonstrations, one row per prompt, drawn from the
@@ -59,8 +62,8 @@ class LossFeeder:
 class StepInputs:
     """The ``LossInputs`` of one optimizer step's micro-batches."""
 
-    def __init__(self, trainer, mini: Batch, expert: Batch | None):
-        self.t, self.expert = trainer, expert
+    def __init__(self, trainer, mini: Batch, expert: Batch | None, first: bool = True):
+        self.t, self.expert, self.first = trainer, expert, first
         plan = trainer.plan
         self.n_micro = plan.groups_per_step // plan.groups_per_micro
         # Normalisers of the whole optimizer step over all processes, divided by the number of
@@ -72,27 +75,32 @@ class StepInputs:
         totals = trainer.acc.reduce(totals, reduction="sum").cpu() / plan.world
         self.tokens, self.sequences, self.expert_tokens = totals.tolist()
 
-    def inputs(self, i: int, mb: Batch) -> LossInputs:
-        """Micro-batch ``i`` (``mb``, on the device): forward pass(es) and what the loss receives."""
+    def inputs(self, i: int, mb: Batch) -> tuple[LossInputs, dict]:
+        """Micro-batch ``i`` (``mb``, on the device): forward pass(es), what the loss receives, and the
+        rollout engine's mismatch metrics (``grouptune.metrics.engine_mismatch``)."""
         t = self.t
         temp = t.cfg.rollout.temperature if t.method.tempered else 1.0
         experts = self._expert_share(i, mb.prompt_ids.device)
         logp, entropy, ref_kl, expert_logp = self._forward(mb, experts, temp)
         mask = t._loss_mask(mb).to(logp.device)
         old = mb.old_logp if mb.old_logp is not None else logp.detach()
+        engine = engine_mismatch(old, mb.engine_logp, mask, t.cfg.vllm.importance_sampling_cap)
+        if not (self.first or mb.old_logp is not None):  # old is not the sampling policy's here
+            engine.metrics = {}
         expert_mask = None if experts is None else t._loss_mask(experts).to(logp.device)
         tokens, expert_tokens = self.tokens, self.expert_tokens
         if t.cfg.method.loss_normalizer == "micro_batch":
             tokens = float(mask.sum()) * self.n_micro
             expert_tokens = float(expert_mask.sum()) * self.n_micro if experts is not None else 0.0
-        return LossInputs(
+        inputs = LossInputs(
             logp=logp, mask=mask, adv=mb.adv if mb.adv is not None else torch.zeros(len(logp)), rewards=mb.rewards,
             old_logp=old, ref_logp=mb.ref_logp if mb.ref_logp is not None else old, group_size=mb.group_size,
             max_completion_length=t.cfg.rollout.max_new_tokens, tokens=tokens, sequences=self.sequences,
             entropy=entropy, on_policy=mb.on_policy, ref_kl=ref_kl, expert_logp=expert_logp,
             expert_mask=expert_mask, expert_tokens=expert_tokens,
-            step=t.state["optimizer_steps"] + 1, processes=t.plan.world,
+            step=t.state["optimizer_steps"] + 1, processes=t.plan.world, token_weights=engine.weights,
         )  # fmt: skip
+        return inputs, engine.metrics
 
     def _expert_share(self, i: int, device) -> Batch | None:
         if self.expert is None:

@@ -49,6 +49,7 @@ class LossInputs:
     max_completion_length: int
     tokens: float  # loss normaliser: response tokens of the optimizer step, per process
     sequences: float  # loss normaliser: sequences of the optimizer step, per process
+    token_weights: torch.Tensor | None = None  # (N, T) truncated importance weights vs the rollout engine
     entropy: torch.Tensor | None = None  # (N, T) per-token entropy of the policy, with grad
     on_policy: torch.Tensor | None = None  # (N,) bool: sampled from the policy (False: data-set member)
     ref_kl: torch.Tensor | None = None  # (N, T) KL(pi_ref || pi) over the vocabulary, with grad (needs_ref_kl)
@@ -89,6 +90,7 @@ class Method:
     on_policy: bool  # the group holds rollouts of the current policy
     uses_advantages: bool
     tempered: bool  # the loss scores tokens under the sampling temperature (RL methods), else untempered
+    per_token: bool = True  # the loss is a sum over tokens (a rollout engine's importance weights apply)
     needs_old: Callable[[MethodConfig], bool] = lambda m: False
     needs_ref_model: Callable[[MethodConfig], bool] = lambda m: False
     defaults: Mapping[str, Default] = field(default_factory=dict)  # over BASE_DEFAULTS
@@ -162,7 +164,7 @@ HYBRID = dict(on_policy=True, uses_advantages=True, tempered=False)
 
 
 def _gft(x: LossInputs, m: MethodConfig):
-    return losses.gft_loss(x.logp, x.mask, x.adv, tau=m.tau, token_normalizer=x.tokens)
+    return losses.gft_loss(x.logp, x.mask, x.adv, tau=m.tau, token_normalizer=x.tokens, token_weights=x.token_weights)
 
 
 register("gft", summary="demonstration, teacher responses and rollouts in one group; 1/p weight bounded by tau",
@@ -184,7 +186,8 @@ def _grpo(x: LossInputs, m: MethodConfig):
         epsilon_low=m.epsilon_low, epsilon_high=m.epsilon_high,
         loss_type=m.loss_type, importance_sampling_level=m.importance_sampling_level,
         max_completion_length=x.max_completion_length,
-        token_normalizer=x.tokens, sequence_normalizer=x.sequences, dual_clip=m.dual_clip or None,
+        token_normalizer=x.tokens, sequence_normalizer=x.sequences, token_weights=x.token_weights,
+        dual_clip=m.dual_clip or None,
     )  # fmt: skip
 
 
@@ -204,7 +207,7 @@ register(
 
 @register(
     "gift", summary="MSE between z-scored implicit (log pi/pi_ref) and explicit rewards",
-    off_policy="none", on_policy=True, uses_advantages=False, tempered=True,
+    off_policy="none", on_policy=True, uses_advantages=False, tempered=True, per_token=False,
     needs_old=lambda m: m.gift_reference == "old",
     needs_ref_model=lambda m: m.gift_reference == "initial",
 )  # fmt: skip
@@ -242,6 +245,7 @@ def _luffy(x: LossInputs, m: MethodConfig):
     return losses.luffy_loss(
         x.logp, x.old_logp, x.mask, x.adv, x.on_policy, normalizer=m.luffy_normalizer / x.processes,
         shaping=m.luffy_shaping, entropy=x.entropy, entropy_coef=m.luffy_entropy_coef, token_normalizer=x.tokens,
+        token_weights=x.token_weights,
     )  # fmt: skip
 
 
@@ -252,7 +256,7 @@ def _chord(phi: bool) -> LossFn:
             x.logp, x.old_logp, x.mask, x.adv, x.expert_logp, x.expert_mask, mu=mu, phi=phi,
             epsilon_low=m.epsilon_low, epsilon_high=m.epsilon_high, dual_clip=m.dual_clip or None,
             loss_type=m.loss_type, max_completion_length=x.max_completion_length, token_normalizer=x.tokens,
-            sequence_normalizer=x.sequences, expert_token_normalizer=x.expert_tokens,
+            sequence_normalizer=x.sequences, expert_token_normalizer=x.expert_tokens, token_weights=x.token_weights,
         )  # fmt: skip
 
     return loss

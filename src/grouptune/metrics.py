@@ -18,6 +18,7 @@ Accuracies are fractions in [0, 1]; ``format_table`` shows them as percentages.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -145,3 +146,42 @@ def _nanstd(t: torch.Tensor) -> float:
     """Unbiased std of the non-NaN values; 0 for fewer than two."""
     t = t[~torch.isnan(t)]
     return float(t.std()) if len(t) > 1 else 0.0
+
+
+@dataclass
+class EngineMismatch:
+    """How the rollout engine's sampling log-probs differ from the trainer's, on one micro-batch."""
+
+    weights: torch.Tensor | None  # (N, T) truncated importance weights, None = not asked for
+    metrics: dict[str, float]
+
+
+def engine_mismatch(
+    old_logp: torch.Tensor, engine_logp: torch.Tensor | None, mask: torch.Tensor, cap: float
+) -> EngineMismatch:
+    """The trainer's log-probs of the sampling policy (``old_logp``) against the rollout engine's
+    (vLLM computes them with other kernels, possibly another precision).
+
+    With ``delta = old_logp - engine_logp`` on the sampled tokens: ``rollout/engine_logp_abs_diff``
+    is ``mean |delta|`` and ``rollout/engine_kl`` the k3 estimate of KL(engine || trainer),
+    ``mean(exp(delta) - delta - 1)`` (samples come from the engine). With ``cap > 0``, truncated
+    importance sampling (verl's TIS, TRL's ``vllm_importance_sampling_correction``): each sampled
+    token's loss is weighted by ``min(exp(delta), cap)``, detached; data-set members weigh 1.
+    """
+    if engine_logp is None:
+        return EngineMismatch(None, {})
+    engine_logp = engine_logp.to(old_logp.device)
+    sampled = mask.bool() & ~torch.isnan(engine_logp)  # (N, T)
+    delta = torch.where(sampled, old_logp.detach().float() - engine_logp, 0.0)  # log(pi_train / pi_engine)
+    n = sampled.sum().clamp(min=1)
+    metrics = {}
+    if sampled.any():
+        metrics["rollout/engine_logp_abs_diff"] = float(delta.abs().sum() / n)
+        metrics["rollout/engine_kl"] = float((delta.exp() - delta - 1.0).sum() / n)
+    weights = None
+    if cap > 0:
+        weights = torch.where(sampled, delta.exp().clamp(max=cap), 1.0)  # (N, T)
+        if sampled.any():
+            metrics["rollout/is_weight_mean"] = float(weights[sampled].mean())
+            metrics["rollout/is_capped_frac"] = float((delta.exp() > cap)[sampled].float().mean())
+    return EngineMismatch(weights, metrics)

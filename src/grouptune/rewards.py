@@ -11,6 +11,9 @@ judge that completion, e.g. the gold answer does not parse or math-verify ran ou
 Built-ins (``reward.functions``):
     ``math``          math-verify on the last ``\\boxed{}`` of the completion, gold first; 1.0/0.0.
     ``gsm8k``         ``#### n`` gold vs ``#### n`` (strict) or the last number (flexible).
+    ``qwen_math``     ``math`` plus the answer rules of the Qwen2.5-Math evaluation harness
+                      (``grouptune.harness``): what the GFT paper's numbers are scored with.
+    ``choice``        multiple choice: the option letter the completion names equals the gold letter.
     ``exact_match``   completion == answer after stripping whitespace.
     ``rm:PATH``       a sequence-classification reward model (num_labels=1) scoring prompt+completion.
     ``pkg.mod:fn``    a user function by import path, or ``path/to/file.py:fn``.
@@ -36,6 +39,7 @@ import importlib
 import importlib.util
 import logging
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,11 +56,13 @@ from grouptune.answers import (
     strict_gsm8k_number,
 )
 from grouptune.config import ConfigError, RewardConfig
+from grouptune.harness import LETTERS, choice_letter, extract, harness_equal
 from grouptune.time_limits import judge_math
 
 logger = logging.getLogger(__name__)
 
 ON_ERROR_CHOICES = ("raise", "unjudged")
+_SET_BUILDER = re.compile(r"\\\{[^{}]*\|")  # \{x | ...\}
 GSM8K_MODES = ("strict", "flexible")
 
 
@@ -140,6 +146,67 @@ class GSM8KReward:
         return None
 
 
+class QwenMathReward:
+    """``qwen_math``: correct when math-verify or the Qwen2.5-Math harness's rules say so (1.0/0.0).
+
+    The answer is read as the harness reads it (``grouptune.harness.extract``): the last
+    ``\\boxed{}``, else the text after "the answer is", else the last number. A gold option letter
+    is compared with the letter the answer names. Scored as the harness scores: an answer
+    math-verify cannot judge (or not in time) is wrong unless the harness's rules accept it.
+    Gold missing -> None (unjudged). The cases where the two checkers disagree are listed in
+    docs/evaluation.md#answer-checking.
+    """
+
+    __name__ = "qwen_math"
+
+    def __init__(self, timeout: float = 5.0, units: bool = True):
+        self.timeout = timeout
+        self.units = units  # False: unit words are kept, as the harness does for Minerva Math
+
+    def __call__(self, prompts, completions, answer, **_) -> list[float | None]:
+        return [self.judge(c, None if gold is None else str(gold)) for c, gold in zip(completions, answer)]
+
+    def judge(self, completion: str, gold: str | None) -> float | None:
+        if gold is None or not gold.strip():
+            return None
+        answer = extract(completion)
+        if not answer:
+            return 0.0
+        if harness_equal(gold, answer, self.units):
+            return 1.0
+        if len(gold.strip()) == 1 and gold.strip() in LETTERS:
+            return 0.0  # a letter: harness_equal compared the letter the answer names
+        if _SET_BUILDER.search(gold):
+            return 0.0  # math-verify reads every set-builder set {x | ...} as 1: all would be equal
+        return 1.0 if judge_math(gold, answer, self.timeout) else 0.0
+
+
+class ChoiceReward:
+    """``choice``: 1.0 if the option letter the completion names (``grouptune.harness.choice_letter``:
+    the last ``\\boxed{}``, then "the answer is (X)", then the last stand-alone capital A-E) is the
+    gold letter, else 0.0. Gold that is not one letter A-E -> None (unjudged)."""
+
+    __name__ = "choice"
+
+    def __call__(self, prompts, completions, answer, **_) -> list[float | None]:
+        rewards: list[float | None] = []
+        for completion, gold in zip(completions, answer):
+            target = self._target(gold)
+            rewards.append(None if target is None else float(choice_letter(completion) == target))
+        return rewards
+
+    @staticmethod
+    def _target(gold) -> str | None:
+        text = "" if gold is None else str(gold).strip().strip("()").upper()
+        return text if len(text) == 1 and text in LETTERS else None
+
+    def gold_problem(self, gold) -> str | None:
+        """Why a gold answer cannot be judged (checked before training), or None."""
+        if self._target(gold) is None:
+            return f"gold answer {gold!r} is not an option letter A-E (reward choice)"
+        return None
+
+
 def exact_match_reward(prompts, completions, answer, **_) -> list[float | None]:
     """1.0 if the completion equals the answer after stripping surrounding whitespace."""
     return [None if gold is None else float(c.strip() == str(gold).strip()) for c, gold in zip(completions, answer)]
@@ -215,6 +282,8 @@ def _make_function(spec: str, cfg: RewardConfig, where: str, **rm_kwargs) -> Cal
         "math": lambda: MathReward(cfg.math_timeout),
         "gsm8k": lambda: GSM8KReward(cfg.gsm8k_mode),
         "exact_match": lambda: exact_match_reward,
+        "qwen_math": lambda: QwenMathReward(cfg.math_timeout),
+        "choice": lambda: ChoiceReward(),
     }
     if spec in builtins:
         return builtins[spec]()

@@ -34,6 +34,7 @@ class Batch:
     adv: torch.Tensor | None = None  # (N,)
     old_logp: torch.Tensor | None = None  # (N, T)
     ref_logp: torch.Tensor | None = None  # (N, T)
+    engine_logp: torch.Tensor | None = None  # (N, T) the rollout engine's log-probs of sampled tokens; NaN elsewhere
 
     @property
     def num_groups(self) -> int:
@@ -58,7 +59,8 @@ class Batch:
                               for t in parts])  # fmt: skip
 
         padded = {"prompt_ids": (P, pad_id, True), "prompt_mask": (P, 0, True), "completion_ids": (T, pad_id, False),
-                  "completion_mask": (T, 0, False), "old_logp": (T, 0.0, False), "ref_logp": (T, 0.0, False)}  # fmt: skip
+                  "completion_mask": (T, 0, False), "old_logp": (T, 0.0, False), "ref_logp": (T, 0.0, False),
+                  "engine_logp": (T, float("nan"), False)}  # fmt: skip
         kw = {name: widen(name, *how) for name, how in padded.items()}
         kw.update({f.name: _cat([getattr(b, f.name) for b in batches]) for f in fields(Batch) if f.name not in padded})
         return Batch(**kw)
@@ -71,7 +73,7 @@ class Batch:
         t1 = int(keep_c[-1]) + 1 if len(keep_c) else 1
         out = Batch(**{f.name: getattr(self, f.name) for f in fields(self)})
         out.prompt_ids, out.prompt_mask = self.prompt_ids[:, p0:], self.prompt_mask[:, p0:]
-        for name in ("completion_ids", "completion_mask", "old_logp", "ref_logp"):
+        for name in ("completion_ids", "completion_mask", "old_logp", "ref_logp", "engine_logp"):
             v = getattr(self, name)
             if v is not None:
                 setattr(out, name, v[:, :t1])
@@ -81,6 +83,15 @@ class Batch:
         """The tensors of the batch on ``device`` (texts and per-function rewards stay where they are)."""
         kw = {f.name: getattr(self, f.name) for f in fields(self)}
         return Batch(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
+
+
+@dataclass
+class Generations:
+    """One completion per prompt, in the order of the prompts."""
+
+    token_ids: list[list[int]]  # cut after the first EOS, which is kept
+    truncated: list[bool]  # reached max_new_tokens without an EOS
+    logprobs: list[list[float]] | None = None  # the engine's log-prob of each sampled token (vLLM), if any
 
 
 def _rows(value, rows: slice):
@@ -114,6 +125,17 @@ def pad(seqs: list[list[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor
         ids[i, cols] = torch.tensor(s, dtype=torch.long)
         mask[i, cols] = 1
     return ids, mask
+
+
+def pad_logprobs(rows: list[list[float]], width: int) -> torch.Tensor | None:
+    """(N, width) per-token log-probs of completions (a rollout engine's), NaN where a row has
+    none (data-set members) and on padding; None when no row has any."""
+    if not any(rows):
+        return None
+    out = torch.full((len(rows), width), float("nan"))
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
+    return out
 
 
 @torch.no_grad()

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -33,18 +31,19 @@ from grouptune import checkpoint as ckpt
 from grouptune.advantages import group_advantages, group_has_spread
 from grouptune.config import ConfigError, TrainConfig
 from grouptune.data import Example, load_run_data, reward_columns
-from grouptune.engines import Generations
-from grouptune.engines.transformers import TransformersEngine
+from grouptune.engines import check_engine_settings, make_engine
 from grouptune.evaluation import check_pass_at
 from grouptune.layout import DataOrder, global_groups, make_plan, seed_for
 from grouptune.loss_inputs import LossFeeder
 from grouptune.methods import LossInputs, get_method, overlong_penalty, resolve_method
 from grouptune.metrics import rollout_metrics
 from grouptune.modeling import resolve_init_from
-from grouptune.policy import build_policy, check_engine, make_accelerator, save_pretrained, sharded
+from grouptune.policy import build_policy, check_engine, make_accelerator, save_pretrained
 from grouptune.rewards import build_reward_functions, compute_rewards
-from grouptune.rollout import Batch, completion_logprobs, pad
+from grouptune.rollout import Batch, Generations, completion_logprobs, pad, pad_logprobs
 from grouptune.runlog import RunLog
+from grouptune.signals import catch_signals
+from grouptune.suites import load_run_suite, suite_metrics
 
 
 class TrainingError(RuntimeError):
@@ -58,6 +57,7 @@ class Trainer:
         self.out = Path(cfg.log.output_dir)
         self.acc = make_accelerator(cfg)
         self.plan = plan = make_plan(cfg, self.method, self.acc.num_processes)
+        check_engine_settings(cfg, self.method)
         check_pass_at(cfg.log)
         check_engine(self.acc, cfg, one_pass_per_step=plan.groups_per_micro == plan.groups_per_step)
         torch.manual_seed(cfg.optim.seed)
@@ -65,13 +65,11 @@ class Trainer:
         self.policy = build_policy(cfg, self.acc, plan.groups_per_micro * plan.group_size, needs_ref)
         self.model, self.optimizer, self.scheduler = self.policy.model, self.policy.optimizer, self.policy.scheduler
         self.tokenizer, self.eos_ids = self.policy.tokenizer, self.policy.eos_ids
-        self.engine = TransformersEngine(
-            self.acc.unwrap_model(self.model), pad_id=self.tokenizer.pad_token_id, eos_ids=self.eos_ids,
-            batch_size=cfg.rollout.generation_batch_size, synced_gpus=sharded(self.acc),
-        )  # fmt: skip
+        self.engine = make_engine(cfg, self.acc, self.acc.unwrap_model(self.model), self.tokenizer, self.eos_ids)
         self.reward_fns = build_reward_functions(cfg.reward)
         demos = max(plan.off_policy, int(self.method.expert_stream))  # CHORD's expert rows need demonstrations
         self.train_data, self.eval_data = load_run_data(cfg, self.tokenizer, demos, self.reward_fns)
+        self.eval_suite = load_run_suite(cfg, self.tokenizer)  # log.eval_suite: a paper's benchmarks
         self.order = DataOrder(len(self.train_data), cfg.optim.seed)
         self.log = RunLog(cfg, self.acc)
         self.feeder = LossFeeder(self)  # what the loss receives: forward passes, normalisers, expert rows
@@ -85,7 +83,7 @@ class Trainer:
             self._resume()
         self.log.start(self.state["batch"])
         metrics: dict = {}
-        with _catch_signals(self):
+        with catch_signals(self):
             while self.state["batch"] < cfg.optim.total_batches:
                 t0 = time.perf_counter()
                 batch, metrics = self.make_batch()  # prompts -> groups -> rewards -> advantages
@@ -94,16 +92,21 @@ class Trainer:
                 metrics.update(self.update(batch))  # optimizer steps
                 metrics.update({"time/rollout": t1 - t0, "time/update": time.perf_counter() - t1})
                 if self.end_of_batch(metrics, batch):  # log, evaluate, checkpoint; True: stop now
-                    self.log.close()
+                    self.close()
                     return metrics
-        if self.eval_data:
+        if self.eval_data or self.eval_suite:
             final_eval = self.evaluate()
             metrics.update(final_eval)
             self.log.write({"batch": self.state["batch"], **final_eval})
         if cfg.checkpoint.save_final:
             self.save_final()
-        self.log.close()
+        self.close()
         return metrics
+
+    def close(self) -> None:
+        """Shut the rollout engine down, then the trackers and accelerate's process group."""
+        self.engine.close()
+        self.log.close()
 
     def end_of_batch(self, metrics: dict, batch: Batch) -> bool:
         """Count the batch; evaluate, log and checkpoint when due. True when a signal asks to stop."""
@@ -146,13 +149,14 @@ class Trainer:
             batch, resampling = self.resample_flat_groups(batch)
         if self.method.uses_advantages:
             batch.adv = self.advantages(batch)
+        self.engine.sleep()  # sleep mode: the engine's memory is the trainer's until the next sync
         return batch, {**self.rollout_metrics(batch), **resampling}
 
     def build_groups(self, examples: list[Example], round_: int) -> Batch:
         """Group-contiguous members: K data-set members (demonstration first), then M rollouts."""
         plan, tok = self.plan, self.tokenizer
         max_new = self.cfg.rollout.max_new_tokens
-        prompts, completions, truncated, on_policy = [], [], [], []
+        prompts, completions, truncated, on_policy, engine_logp = [], [], [], [], []
         rollouts = self._rollouts(examples, round_)
         for g, ex in enumerate(examples):
             texts = ([ex.completion] + ex.teacher_completions)[: plan.off_policy]
@@ -162,12 +166,14 @@ class Trainer:
                 completions.append(ids[:max_new])
                 truncated.append(len(ids) > max_new)
                 on_policy.append(False)
+                engine_logp.append([])
             for i in range(g * plan.on_policy, (g + 1) * plan.on_policy):
                 ids, cut = rollouts.token_ids[i], rollouts.truncated[i]
                 prompts.append(ex.prompt_ids)
                 completions.append(ids)
                 truncated.append(cut)
                 on_policy.append(True)
+                engine_logp.append(rollouts.logprobs[i] if rollouts.logprobs is not None else [])
         pid = tok.pad_token_id
         prompt_ids, prompt_mask = pad(prompts, pid, left=True)
         completion_ids, completion_mask = pad(completions, pid, left=False)
@@ -175,7 +181,7 @@ class Trainer:
             prompt_ids, prompt_mask, completion_ids, completion_mask,
             on_policy=torch.tensor(on_policy), truncated=torch.tensor(truncated),
             example_index=torch.tensor([ex.index for ex in examples]).repeat_interleave(plan.group_size),
-            group_size=plan.group_size,
+            group_size=plan.group_size, engine_logp=pad_logprobs(engine_logp, completion_ids.shape[1]),
         )  # fmt: skip
 
     def _rollouts(self, examples: list[Example], round_: int) -> Generations:
@@ -262,7 +268,8 @@ class Trainer:
         temp = self.cfg.rollout.temperature if self.method.tempered else 1.0
         micro = self.plan.groups_per_micro
         policy = self.acc.unwrap_model(self.model)
-        if self.method.needs_old(m) and self.cfg.optim.steps_per_rollout > 1:
+        needs_old = self.method.needs_old(m) or self.cfg.vllm.importance_sampling_cap > 0
+        if needs_old and self.cfg.optim.steps_per_rollout > 1:
             with self.acc.autocast():  # the training forward's precision, so the first ratio is 1
                 # skipping the first optimizer step's groups: update() uses the current log-probs there
                 start = self.plan.groups_per_step
@@ -302,7 +309,7 @@ class Trainer:
             mini = batch.groups(s * plan.groups_per_step, (s + 1) * plan.groups_per_step)
             if s == 0:  # the policy has not moved yet: old log-probs = current ones, detached (as TRL)
                 mini.old_logp = None
-            logs.append(self.optimizer_step(mini))
+            logs.append(self.optimizer_step(mini, first=s == 0))
         out = _mean_dicts(logs)
         out["skipped_steps"] = sum(x.get("skipped_steps", 0.0) for x in logs)  # a count, not a mean
         return self._mean_over_processes(out)
@@ -319,29 +326,30 @@ class Trainer:
 
         return _mean_dicts(gather_object([metrics]))
 
-    def optimizer_step(self, mini: Batch) -> dict:
-        """Accumulate the mini-batch's micro-batches, then clip, guard and step."""
+    def optimizer_step(self, mini: Batch, first: bool = True) -> dict:
+        """Accumulate the mini-batch's micro-batches, then clip, guard and step. ``first``: the
+        first step of the rollout batch (the policy is still the one that sampled it)."""
         plan = self.plan
-        step = self.feeder.step(mini)  # normalisers of the whole step (all processes); CHORD's expert rows
+        step = self.feeder.step(mini, first)  # normalisers of the whole step (all processes); CHORD's expert rows
         logs, n_micro = [], plan.groups_per_step // plan.groups_per_micro
         for i in range(n_micro):
             mb = mini.groups(i * plan.groups_per_micro, (i + 1) * plan.groups_per_micro).trimmed()
             sync = contextlib.nullcontext() if i == n_micro - 1 else self.acc.no_sync(self.model)
             with sync:
                 mb = mb.to(self.acc.device)
-                logs.append(self._micro_step(mb, step.inputs(i, mb)))
+                logs.append(self._micro_step(mb, *step.inputs(i, mb)))
         out = _mean_dicts(logs)
         for key in ("loss", f"{self.method.name}/loss"):  # micro-batch losses add up to the step's loss
             out[key] = sum(x[key] for x in logs if key in x)
         out.update(self._apply_gradients(out["loss"]))
         return out
 
-    def _micro_step(self, mb: Batch, inputs: LossInputs) -> dict:
+    def _micro_step(self, mb: Batch, inputs: LossInputs, engine_metrics: dict) -> dict:
         """The method's loss and backward for one micro-batch (its forward pass made ``inputs``); its metrics."""
         loss, metrics = self.method.loss(inputs, self.cfg.method)
         self.acc.backward(loss)
         cmask = mb.completion_mask.float()
-        metrics = {f"{self.method.name}/{k}": v for k, v in metrics.items()}
+        metrics = {f"{self.method.name}/{k}": v for k, v in metrics.items()} | engine_metrics
         metrics["loss"] = loss.item()
         metrics["entropy"] = float((inputs.entropy.detach() * cmask).sum() / cmask.sum().clamp(min=1))
         return metrics
@@ -408,7 +416,7 @@ class Trainer:
         from grouptune.evaluation import evaluate_examples
 
         lg = self.cfg.log
-        self.engine.sync_weights(self.model)
+        self.engine.sync_weights(self.model)  # the rollout batch's optimizer steps moved the policy
         out = {}
         for src, examples in self.eval_data.items():
             res = evaluate_examples(
@@ -419,6 +427,8 @@ class Trainer:
             )  # fmt: skip
             name = Path(src).stem if Path(src).suffix else src
             out.update({f"eval/{name}/{k}": v for k, v in res.items()})
+        out.update(suite_metrics(self))  # log.eval_suite: eval/<benchmark>/<metric>
+        self.engine.sleep()
         self.acc.unwrap_model(self.model).train()
         return out
 
@@ -456,27 +466,3 @@ class Trainer:
 def _mean_dicts(dicts: list[dict]) -> dict:
     keys = {k for d in dicts for k in d}
     return {k: sum(d[k] for d in dicts if k in d) / sum(1 for d in dicts if k in d) for k in sorted(keys)}
-
-
-@contextlib.contextmanager
-def _catch_signals(trainer: Trainer):
-    """SIGTERM / SIGINT: finish the current rollout batch, save a checkpoint, return.
-
-    A second signal before then raises ``KeyboardInterrupt`` (stop now, no checkpoint).
-    Handlers can only be installed from the main thread; elsewhere signals keep their handlers.
-    """
-
-    def handler(signum, frame):
-        if trainer.stop_signal is not None:
-            raise KeyboardInterrupt(f"signal {signum} received twice: stopping without a checkpoint")
-        trainer.stop_signal = signum  # no printing here: the signal may arrive in the middle of a print
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)

@@ -253,3 +253,19 @@ def test_chord_phi_gradient_wrt_logits_is_analytic():
     expected = -p * (1 - p) * (F.one_hot(y, 7) - soft) / mask.sum() * mask[..., None]
     torch.testing.assert_close(z.grad, expected, rtol=1e-5, atol=1e-7)
     assert rl_logp.grad.abs().sum() == 0  # mu = 1: nothing from the RL part
+
+
+def test_rollout_engine_weights_scale_only_the_policy_gradient_terms():
+    """Truncated importance weights (vLLM) multiply LUFFY's token losses, not its entropy bonus, and
+    CHORD's GRPO part, not its SFT part: with weights w and ratio 1, LUFFY's on-policy token loss is -A w."""
+    logp = torch.tensor([[ln(0.5), ln(0.2)], [ln(0.4), ln(0.3)]])
+    mask, w = torch.ones(2, 2), torch.tensor([[1.0, 1.0], [0.5, 2.0]])
+    adv, on_policy, entropy = torch.tensor([1.0, -1.0]), torch.tensor([False, True]), torch.ones(2, 2)
+    loss, _ = luffy_loss(logp, None, mask, adv, on_policy, normalizer=4.0, entropy=entropy, token_weights=w)
+    close(loss, (-(0.5 / 0.6 + 0.2 / 0.3) + (0.5 + 2.0)) / 4 - 0.001 * 1.0)
+    e_logp = torch.tensor([[ln(0.5)]])
+    weighted, m1 = chord_loss(logp, None, mask, adv, e_logp, torch.ones(1, 1), mu=0.25, phi=False, token_weights=w)
+    plain, m0 = chord_loss(logp, None, mask, adv, e_logp, torch.ones(1, 1), mu=0.25, phi=False)
+    assert m1["sft_loss"] == m0["sft_loss"] == approx(-ln(0.5))
+    assert m0["rl_loss"] == approx(0.0) and m1["rl_loss"] == approx((-2.0 + 2.5) / 4)  # -A w summed / 4 tokens
+    close(weighted - plain, 0.75 * (m1["rl_loss"] - m0["rl_loss"]))

@@ -54,11 +54,11 @@ def test_asft_gets_the_full_vocabulary_kl_to_its_reference(lora, tiny_llama, tin
     policy = trainer.acc.unwrap_model(trainer.model)
     assert (trainer.policy.reference is None) == lora
     mb, step = first_micro_batch(trainer)
-    inputs = step.inputs(0, mb)
+    inputs, _ = step.inputs(0, mb)
     assert inputs.ref_kl.shape == inputs.logp.shape and inputs.ref_kl.abs().max() == 0  # pi = pi_ref
 
     nudge([p for n, p in policy.named_parameters() if ("lora_B" in n if lora else "mlp" in n)])
-    inputs = step.inputs(0, mb)
+    inputs, _ = step.inputs(0, mb)
     if lora:
         with torch.no_grad():
             logits = completion_logits(policy, mb)
@@ -106,7 +106,7 @@ def test_luffy_advantages_have_no_std_and_the_loss_gets_entropy_and_members(tiny
     mb, step = first_micro_batch(trainer)
     rewards = mb.rewards.view(-1, 6)
     torch.testing.assert_close(mb.adv.view(-1, 6), rewards - rewards.mean(-1, keepdim=True))
-    inputs = step.inputs(0, mb)
+    inputs, _ = step.inputs(0, mb)
     assert inputs.entropy.requires_grad and inputs.on_policy.tolist() == [False] + [True] * 5 + [False] + [True] * 5
 
 
@@ -128,7 +128,7 @@ def test_chord_expert_stream(tiny_llama, tiny_data, tmp_path):
     for demo, index in zip(demos, step.expert.example_index.tolist()):  # the data set's demonstrations (cut at 8 tokens)
         assert demo and by_index[index].completion.startswith(demo)
     assert len(set(step.expert.example_index.tolist())) == 6  # 6 different prompts of the shuffled expert order
-    inputs = step.inputs(0, mb)
+    inputs, _ = step.inputs(0, mb)
     assert inputs.expert_logp.shape[0] == 3 and inputs.expert_logp.requires_grad
     assert inputs.expert_tokens == float(step.expert.completion_mask.sum())
     alone, _ = completion_logprobs(trainer.acc.unwrap_model(trainer.model), step.expert.groups(0, 3).trimmed())

@@ -40,6 +40,8 @@ def load_examples(
     check_config(cfg)
     layout = layout_for(cfg, require)
     table = read_source(source, split)
+    if layout.derive is not None:  # a benchmark preset: question and gold from several columns
+        table = layout.derive(table)
     absent, problems = missing_columns(table, layout)
     problems = table.problems + problems
     if "completion" in layout.fields and layout.demo is None:
@@ -87,7 +89,7 @@ def _raise_problems(table: Table, cfg: DataConfig, examples: list[Example], prob
         raise DataError(sorted(problems, key=lambda p: -1 if p.row is None else p.row))
 
 
-VERIFIERS = ("math", "gsm8k", "exact_match")  # reward functions that need gold answers
+VERIFIERS = ("math", "gsm8k", "exact_match", "qwen_math", "choice")  # reward functions that need gold answers
 
 
 def load_run_data(

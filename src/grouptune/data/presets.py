@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 from grouptune.answers import gsm8k_final_answer, last_boxed
 from grouptune.config import ConfigError, DataConfig
+from grouptune.data.benchmarks import BENCHMARKS
 from grouptune.data.problems import BadValue, short
+from grouptune.data.templates import TEMPLATES
 
 logger = logging.getLogger("grouptune.data")  # the package's one logger, as before it was split
 
@@ -70,6 +72,7 @@ class Layout:
     teacher: str
     columns: frozenset[str]  # must exist in the source
     fields: frozenset[str]  # Example fields every row must have: answer, completion, teacher_completions
+    derive: Callable | None = None  # Table -> Table with derived columns (benchmark presets, ``benchmarks``)
 
     def read_columns(self) -> set[str]:
         """Every column this layout may read, required or not."""
@@ -86,6 +89,8 @@ _PRESETS: dict[str, tuple] = {
     "math500": ("problem", _MATH_GOLD, ("solution", as_text)),
     "numina": ("problem", (("solution", _boxed_gold),), ("solution", as_text)),
     "dapo_math": ("prompt", (("reward_model.ground_truth", as_text),), None),
+    # benchmark presets (``benchmarks``): question and gold built from several columns, no demonstrations
+    **{name: ("_question", (("_gold", as_text),), None) for name in BENCHMARKS},
 }
 PRESETS = tuple(_PRESETS)
 
@@ -119,7 +124,8 @@ def _preset_layout(cfg: DataConfig, require: frozenset[str], teacher: set[str]) 
         )
     prompt, gold, demo = _PRESETS[cfg.preset]
     columns = {prompt, gold[-1][0]} | ({demo[0]} if demo else set()) | teacher
-    return Layout(prompt, gold, demo, cfg.teacher_column, frozenset(columns), require | {"answer"})
+    fields = require | {"answer"}
+    return Layout(prompt, gold, demo, cfg.teacher_column, frozenset(columns), fields, BENCHMARKS.get(cfg.preset))
 
 
 def _explicit(cfg: DataConfig, name: str) -> bool:
@@ -134,6 +140,10 @@ def check_config(cfg: DataConfig) -> None:
         did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
         valid = f"; valid: {', '.join(PRESETS)} or empty"
         raise ConfigError(f"data.preset: unknown preset {cfg.preset!r}" + did_you_mean + valid)
+    if cfg.prompt_template and cfg.prompt_template not in TEMPLATES:
+        raise ConfigError(
+            f"data.prompt_template: unknown template {cfg.prompt_template!r}; valid: {', '.join(TEMPLATES)} or empty"
+        )
     if cfg.long_prompts not in LONG_PROMPT_POLICIES:
         raise ConfigError(
             f"data.long_prompts must be one of {LONG_PROMPT_POLICIES}, got {cfg.long_prompts!r}"

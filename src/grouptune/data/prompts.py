@@ -7,10 +7,14 @@ from grouptune.config import DataConfig
 from grouptune.data.example import Example, LoadReport
 from grouptune.data.problems import BadValue, Problem
 from grouptune.data.readers import Table
+from grouptune.data.templates import apply_template
 
 
 def render_prompt(prompt: str | list[dict], cfg: DataConfig, tokenizer) -> str:
-    """The text the model sees: suffix appended, chat template applied (see the package docstring)."""
+    """The text the model sees: suffix appended, chat template applied (see the package docstring);
+    with ``data.prompt_template``, that template instead (``grouptune.data.templates``)."""
+    if cfg.prompt_template:
+        return _templated(prompt, cfg, tokenizer)
     use_template = cfg.chat_template and bool(getattr(tokenizer, "chat_template", None))
     if isinstance(prompt, str):
         if not use_template:
@@ -28,6 +32,18 @@ def render_prompt(prompt: str | list[dict], cfg: DataConfig, tokenizer) -> str:
     if not isinstance(text, str):
         raise BadValue(f"chat template returned {type(text).__name__}, expected text")
     return text
+
+
+def _templated(prompt: str | list[dict], cfg: DataConfig, tokenizer) -> str:
+    """``data.prompt_template`` around a text prompt, or around the text of a lone user message."""
+    if not isinstance(prompt, str):
+        if len(prompt) != 1 or prompt[0]["role"] != "user":
+            raise BadValue("data.prompt_template needs a text prompt or a single user message")
+        prompt = prompt[0]["content"]
+    try:
+        return apply_template(cfg.prompt_template, _join(prompt, cfg.prompt_suffix), tokenizer)
+    except Exception as exc:
+        raise BadValue(f"prompt template {cfg.prompt_template!r} failed: {exc}") from None
 
 
 def _join(text: str, suffix: str) -> str:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from grouptune.engines import Generations
-from grouptune.rollout import sample
+from grouptune.rollout import Generations, sample
 
 
 class TransformersEngine:
@@ -26,6 +25,12 @@ class TransformersEngine:
     def sync_weights(self, model) -> float:
         """Nothing to do: this engine samples with the policy itself. Returns the seconds spent (0)."""
         return 0.0
+
+    def sleep(self) -> None:
+        """Nothing to free: the policy is the engine."""
+
+    def close(self) -> None:
+        """Nothing to shut down."""
 
     @torch.no_grad()
     def generate(

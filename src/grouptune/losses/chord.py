@@ -49,6 +49,7 @@ def chord_loss(
     token_normalizer: float | Tensor | None = None,
     sequence_normalizer: float | Tensor | None = None,
     expert_token_normalizer: float | Tensor | None = None,
+    token_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """CHORD (arXiv 2508.11408), ``L = (1 - mu) * L_rl + mu * L_sft``::
 
@@ -68,7 +69,7 @@ def chord_loss(
         mu: the weight of the SFT part; phi: the ``p (1 - p)`` weighting (CHORD-phi).
         expert_token_normalizer: expert tokens of the optimizer step; None = ``expert_mask.sum()``.
         epsilon_low, epsilon_high, dual_clip, loss_type, max_completion_length, token_normalizer,
-            sequence_normalizer: the GRPO part's, as :func:`grpo_loss`.
+            sequence_normalizer, token_weights: the GRPO part's, as :func:`grpo_loss`.
 
     Metrics: ``loss``; ``mu``; ``rl_loss`` and ``sft_loss`` (before the ``mu`` weighting); the
     GRPO part's clip fractions (``clip_ratio/...``, with ``clip_ratio/dual``); ``phi_mean``
@@ -84,6 +85,7 @@ def chord_loss(
         logprobs, old_logprobs, mask, advantages, epsilon_low=epsilon_low, epsilon_high=epsilon_high,
         loss_type=loss_type, max_completion_length=max_completion_length, token_normalizer=token_normalizer,
         sequence_normalizer=sequence_normalizer, dual_clip=dual_clip, log_ratio_clip=20.0,
+        token_weights=token_weights,
     )  # fmt: skip
     e_logp = masked_float(expert_logprobs, expert_mask)
     p = e_logp.detach().exp()

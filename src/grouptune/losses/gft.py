@@ -17,6 +17,7 @@ def gft_loss(
     *,
     tau: float = 0.5,
     token_normalizer: float | Tensor | None = None,
+    token_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """GFT with Dynamic Coefficient Rectification, token mean::
 
@@ -37,6 +38,8 @@ def gft_loss(
         advantages: (N,) (or (N, T)) group advantages; no gradient flows into them.
         tau: rectification threshold (official: 0.1 for the 1.5B model, 0.5 for 7B).
         token_normalizer: response tokens of the whole optimizer step; None = ``mask.sum()``.
+        token_weights: (N, T) detached per-token weights (truncated importance sampling against
+            a rollout engine's log-probs); None = 1.
 
     Metrics: ``loss``; ``rectified_frac`` (fraction of this call's tokens with ``p_t <= tau``,
     whose weight was replaced by ``p_t``); ``weight_mean`` (mean ``w_t``).
@@ -50,6 +53,8 @@ def gft_loss(
     p = logp.detach().exp()
     rectified = p <= tau
     weight = torch.where(rectified, p, 1.0)  # sg(w_t)
+    if token_weights is not None:
+        weight = weight * token_weights.detach().float()
     loss = aggregate(-adv * weight * logp, mask, mode="token", normalizer=token_normalizer)
     stats = [
         loss.detach(),

@@ -61,6 +61,7 @@ def grpo_loss(
     max_completion_length: int | None = None,
     token_normalizer: float | Tensor | None = None,
     sequence_normalizer: float | Tensor | None = None,
+    token_weights: Tensor | None = None,
     dual_clip: float | None = None,
     log_ratio_clip: float | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
@@ -103,6 +104,9 @@ def grpo_loss(
         mask: (N, T) 1 on response tokens.
         advantages: (N,) (or (N, T)) advantages; no gradient flows into them.
         ref_logprobs: (N, T) under the reference model; needed when ``beta != 0``.
+        token_weights: (N, T) detached weights of the clipped term (truncated importance
+            sampling against a rollout engine: ``min(exp(old_logp - engine_logp), C)``, applied
+            before the KL term is added, as TRL does); None = 1.
 
     Metrics: ``loss``; ``clip_ratio/low`` (ratio < 1 - eps_low with A < 0), ``clip_ratio/high``
     (ratio > 1 + eps_high with A > 0), ``clip_ratio/region`` (either) -- fractions of tokens,
@@ -141,6 +145,8 @@ def grpo_loss(
         bound = -adv * dual_clip
         dual = (adv < 0) & (loss_t > bound)
         loss_t = torch.where(adv < 0, torch.minimum(loss_t, bound), loss_t)
+    if token_weights is not None:  # after the dual clip, as verl applies its rollout weights
+        loss_t = loss_t * token_weights.detach().float()  # (N, T)
     kl = None
     if ref_logprobs is not None:
         ref_logp = masked_float(ref_logprobs, mask).detach()

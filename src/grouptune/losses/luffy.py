@@ -22,6 +22,7 @@ def luffy_loss(
     entropy: Tensor | None = None,
     entropy_coef: float = 0.001,
     token_normalizer: float | Tensor | None = None,
+    token_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """LUFFY (arXiv 2504.14945) with its released settings::
 
@@ -46,6 +47,8 @@ def luffy_loss(
         normalizer: the constant the summed token losses are divided by (per process).
         entropy: (N, T) per-token entropy with its gradient; None = no bonus.
         token_normalizer: tokens of the optimizer step for the entropy mean; None = ``mask.sum()``.
+        token_weights: (N, T) detached weights of the policy-gradient term (truncated importance
+            sampling against a rollout engine; 1 on the demonstration); None = 1.
 
     Metrics: ``loss``; ``pg_loss`` (the policy-gradient part); ``off_policy_prob`` (mean ``p`` on
     demonstration tokens) and ``off_ratio_mean`` (mean ``f(p)`` there), both left out without a
@@ -66,6 +69,8 @@ def luffy_loss(
     shaped = p / (p + shaping)
     ratio = (logp - old_logp).exp()
     loss_t = -adv * torch.where(off, shaped, ratio)
+    if token_weights is not None:
+        loss_t = loss_t * token_weights.detach().float()
     pg_loss = aggregate(loss_t, mask, mode="constant", normalizer=normalizer)
     loss = pg_loss
     stats = {"pg_loss": pg_loss.detach()}
