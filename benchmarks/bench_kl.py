@@ -26,14 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench_logprobs import DTYPES, MARGIN_GB, _available_gb, _max_rss_bytes
-
+DTYPES = {"bf16": 2, "fp32": 4}  # bytes per element
+MARGIN_GB = 3.0  # memory left free (the machine is shared), as bench_logprobs.py
 VARIANTS = ["grouptune", "naive", "naive_native"]
 MODES = ["forward", "forward+backward"]
 # Extra peak in logits-sized tensors (float32 ones, input-dtype ones), from small runs of this
@@ -44,6 +45,17 @@ ESTIMATE = {
     ("naive_native", "forward"): (0, 4),
     ("naive_native", "forward+backward"): (0, 6),
 }
+
+
+def _max_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _available_gb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024 / 1e9
+    return float("inf")
 
 
 def _variant(name: str):

@@ -68,8 +68,10 @@ def chord_loss(
         expert_mask: (E, T') 1 on their tokens.
         mu: the weight of the SFT part; phi: the ``p (1 - p)`` weighting (CHORD-phi).
         expert_token_normalizer: expert tokens of the optimizer step; None = ``expert_mask.sum()``.
-        epsilon_low, epsilon_high, dual_clip, loss_type, max_completion_length, token_normalizer,
-            sequence_normalizer, token_weights: the GRPO part's, as :func:`grpo_loss`.
+
+    The other arguments (``epsilon_low``, ``epsilon_high``, ``dual_clip``, ``loss_type``,
+    ``max_completion_length``, ``token_normalizer``, ``sequence_normalizer``, ``token_weights``)
+    are the GRPO part's, as :func:`grpo_loss`.
 
     Metrics: ``loss``; ``mu``; ``rl_loss`` and ``sft_loss`` (before the ``mu`` weighting); the
     GRPO part's clip fractions (``clip_ratio/...``, with ``clip_ratio/dual``); ``phi_mean``
