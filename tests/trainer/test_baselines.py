@@ -183,3 +183,44 @@ def test_micro_batch_normaliser_is_each_micro_batch_tokens_times_their_number(re
         assert len(counts) == 4 and len(set(counts)) > 1, "micro-batches of different lengths make the test"
         expected = [sum(counts)] * 4 if mode == "step" else [c * 4 for c in counts]
         assert [x.tokens for x in recording_method] == expected
+
+
+# Two processes (DDP through torchrun, gloo on CPU) against one, as tests/trainer/test_distributed.py does for
+# GFT and GIFT: the normalisers (LUFFY's constant over processes, CHORD's expert tokens), CHORD's expert stream
+# split over processes, ASFT's reference per process.
+DDP_RUNS = {"asft": {}, "psft": {}, "luffy": {"rollout.generation_batch_size": 5},
+            "chord_phi": {"rollout.generation_batch_size": 6}}  # fmt: skip
+
+
+def test_two_processes_train_what_one_process_trains(tiny_llama, tiny_data, tmp_path):
+    import test_distributed as dist
+    from safetensors.torch import load_file
+
+    from grouptune.cli import main
+
+    def argv(out, method):
+        values = {"model.name_or_path": tiny_llama, "data.train": tiny_data["train"], "log.output_dir": out,
+                  **dist.COMMON, "method.name": method, **DDP_RUNS[method]}  # fmt: skip
+        return ["train"] + [x for k, v in values.items() for x in (f"--{k}", str(v))]
+
+    (tmp_path / "runs.json").write_text(json.dumps([argv(tmp_path / "two" / m, m) for m in DDP_RUNS]))
+    (tmp_path / "two.py").write_text(dist.SCRIPT)
+    code, log = dist.torchrun(2, tmp_path / "two.py", tmp_path / "runs.json", timeout=400)
+    assert code == 0, log[-3000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers
+    try:
+        for m in DDP_RUNS:
+            assert main(argv(tmp_path / "one" / m, m)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    base = load_file(tiny_llama / "model.safetensors")
+    for m in DDP_RUNS:
+        w1, w2 = dist.final_weights(tmp_path / "one" / m), dist.final_weights(tmp_path / "two" / m)
+        assert dist.moved(w1, base) > 1e-3, m
+        for k in w1:
+            torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-6, msg=lambda s, where=f"{m}: {k}": f"{where}: {s}")
+        r1, r2 = [[r for r in dist.records(d / m) if "loss" in r] for d in (tmp_path / "one", tmp_path / "two")]
+        assert len(r1) == len(r2) == 3
+        for a, b in zip(r1, r2):
+            assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7), (m, a["loss"], b["loss"])
