@@ -31,11 +31,16 @@ def tiny_inputs(G: int = 4, groups: int = 2, T: int = 5, seed: int = 0) -> LossI
     mask = (torch.rand(N, T, generator=gen) > 0.2).float()
     mask[:, 0] = 1
     rewards = torch.randint(0, 2, (N,), generator=gen).float()
+    expert_mask = (torch.rand(3, T, generator=gen) > 0.2).float()
     return LossInputs(
         logp=logp, mask=mask, adv=torch.randn(N, generator=gen), rewards=rewards,
         old_logp=logp.detach() - 0.1 * torch.rand(N, T, generator=gen),
         ref_logp=logp.detach() - 0.2 * torch.rand(N, T, generator=gen),
         group_size=G, max_completion_length=T, tokens=float(mask.sum()), sequences=float(N),
+        # what some methods need besides (entropy: LUFFY; ref_kl: ASFT; expert rows: CHORD), each a
+        # function of logp so that the gradient reaches it
+        entropy=-logp * 0.5, on_policy=torch.arange(N) % G != 0, ref_kl=(logp + 1.0).square(),
+        expert_logp=logp[:3] * 0.9, expert_mask=expert_mask, expert_tokens=float(expert_mask.sum()), step=3,
     )  # fmt: skip
 
 
@@ -80,6 +85,32 @@ def test_method_defaults_come_from_the_record_and_the_user_wins():
     cfg = load_config(overrides={"method.name": "dapo"})
     resolve_method(cfg)
     assert cfg.method.epsilon_high is None
+
+
+def test_the_gft_papers_other_baselines_resolve_their_official_defaults():
+    def resolved(**kw):
+        return resolve_method(load_config(overrides={f"method.{k}": v for k, v in kw.items()})).method
+
+    luffy, grpo = resolved(name="luffy"), resolved(name="grpo")
+    assert (luffy.adv_scale, luffy.luffy_normalizer) == ("none", load_config().rollout.max_new_tokens * 8.0)
+    assert (grpo.adv_scale, grpo.dual_clip) == ("group", 0.0)  # dual clip off: TRL's GRPO
+    psft = resolved(name="psft")
+    assert (psft.loss_type, psft.epsilon_low, psft.epsilon_high) == ("grpo", 0.2, 0.28)
+    schedule = ("chord_mu_warmup", "chord_mu_decay", "chord_mu_peak", "chord_mu_valley")
+    for name, expected in (("chord_phi", (0, 0, 0.1, 0.1)), ("chord_mu", (0, 200, 0.9, 0.05))):
+        m = resolved(name=name)
+        assert tuple(getattr(m, k) for k in schedule) == expected and (m.dual_clip, m.loss_type) == (3.0, "dapo")
+    assert resolved(name="chord_phi", chord_mu_peak=0.3).chord_mu_peak == 0.3
+    assert get_method("asft").needs_ref_kl and not get_method("asft").needs_ref_model(resolved(name="asft"))
+    assert get_method("chord_mu").expert_stream and get_method("chord_phi").expert_stream
+    assert resolved(name="gft", loss_normalizer="micro_batch").loss_normalizer == "micro_batch"
+    for bad, message in (({"dual_clip": 0.5}, "method.dual_clip must be 0 .off. or greater than 1"),
+                         ({"chord_expert_per_group": 0}, "method.chord_expert_per_group must be >= 1"),
+                         ({"name": "luffy", "luffy_normalizer": -1.0}, "method.luffy_normalizer must be positive"),
+                         ({"adv_scale": "rank"}, "method.adv_scale: expected group or batch or none"),
+                         ({"loss_normalizer": "batch"}, "method.loss_normalizer: expected step or micro_batch")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            resolved(**{"name": "grpo", **bad})
 
 
 def test_the_resolved_config_is_what_config_yaml_records(tiny_llama, tiny_data, tmp_path):

@@ -82,6 +82,17 @@ def test_format_table_markdown():
     )
 
 
+def test_summarize_eval_reports_pass_at_more_k():
+    """4 samples, 1 and 2 correct: pass@1 (1/4 + 2/4) / 2; pass@2 (1 - C(3,2)/C(4,2) + 1 - C(2,2)/C(4,2)) / 2;
+    pass@4 1 for both."""
+    summary = summarize_eval([[True, False, False, False], [True, True, False, False]], None, k=4, pass_at=[2, 1])
+    assert list(summary) == ["n_problems", "avg@4", "pass@1", "pass@2", "pass@4"]
+    assert summary["pass@1"] == pytest.approx(0.375) and summary["pass@2"] == pytest.approx((0.5 + 5 / 6) / 2)
+    assert summary["pass@4"] == 1.0
+    with pytest.raises(ValueError, match=r"pass_at: each k must be an integer in 1..4"):
+        summarize_eval([[True] * 4], None, k=4, pass_at=[8])
+
+
 def test_engine_mismatch_hand_values_and_truncated_importance_weights():
     """delta = old - engine on sampled tokens (row 0: 0.5 and 0; row 1 is a demonstration: NaN)."""
     import torch

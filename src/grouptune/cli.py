@@ -1,6 +1,7 @@
 """Command line: a thin layer over the library.
 
     grouptune train --config run.yaml --method.name gift --optim.lr 3e-6
+    grouptune train --config pipeline.yaml      # stages: sft -> gft -> grpo, each from the last one's final/
     grouptune eval  --model.name_or_path runs/x/final --data.eval test.jsonl --reward.functions math
     grouptune eval  --model.name_or_path runs/x/final --suite gft_math --suite-data benchmarks/
     grouptune demo  [--method gft]
@@ -105,10 +106,28 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     """Exit status: 0 done; 1 stopped by non-finite steps (``TrainingError``); 128 + N stopped
-    by signal N (SIGTERM 143, SIGINT 130) after saving a checkpoint to resume from."""
+    by signal N (SIGTERM 143, SIGINT 130) after saving a checkpoint to resume from. A config
+    with ``stages`` runs them in order (``grouptune.pipeline``), stopping at the first that fails."""
+    from grouptune.pipeline import finished, stage_configs
+
+    stages = stage_configs(args.config, _overrides(args))
+    if stages is None:
+        return _train_one(load_config(args.config, _overrides(args)))
+    for i, cfg in enumerate(stages):
+        if finished(cfg):
+            print(f"grouptune: stage {i} ({cfg.method.name}) already has its final model in {cfg.log.output_dir}; "
+                  "skipped", file=sys.stderr)  # fmt: skip
+            continue
+        print(f"grouptune: stage {i} of {len(stages)}: {cfg.method.name} -> {cfg.log.output_dir}", file=sys.stderr)
+        code = _train_one(cfg)
+        if code:
+            return code
+    return 0
+
+
+def _train_one(cfg) -> int:
     from grouptune.trainer import Trainer, TrainingError
 
-    cfg = load_config(args.config, _overrides(args))
     trainer = Trainer(cfg)
     if trainer.acc.is_main_process and cfg.log.progress:  # also saved as <output_dir>/config.yaml
         print(config_to_yaml(trainer.cfg), flush=True)  # resolved: the method's defaults filled in

@@ -31,6 +31,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name_or_path: str = _f("", "Hugging Face model id or local directory of the policy (and of the initial reference).")
+    init_from: str = _f("", "A previous run's output directory (or its final/): start from that run's final model, weights and tokenizer, which then also is the initial reference; name_or_path is replaced by its path.")
     dtype: str = _f("float32", "Parameter dtype: float32, bfloat16 or float16.")
     mixed_precision: str = _f("", "Autocast through accelerate: bf16, fp16 or no (empty = the launcher's setting, else no). Weights stay in `dtype`.")
     trust_remote_code: bool = _f(False, "Allow model/tokenizer code from the checkpoint's repository. Off unless you trust it.")
@@ -107,7 +108,7 @@ class MethodConfig:
     name: str = _f("gft", "Method (the list of registered methods is at the end of `grouptune train --help`).")
     # group advantages (docs/methods.md#group-advantages)
     adv_baseline: str = _f("mean", "Advantage baseline: mean, leave_one_out or on_policy_mean.")
-    adv_scale: str = _f("group", "Advantage scale: group (std of the group), batch (std of the batch) or none.")
+    adv_scale: str | None = _f(None, "Advantage scale: group (std of the group), batch (std of the batch) or none (None = the method's: group; LUFFY none).")
     # GFT (docs/methods.md#gft)
     tau: float = _f(0.5, "GFT rectification threshold: tokens with p <= tau get weight p (gradient coefficient 1).")
     num_off_policy: int = _f(4, "GFT, SFT(mix): off-policy members per group (expert demonstration first, then teacher responses).")
@@ -120,10 +121,22 @@ class MethodConfig:
     dynamic_sampling: bool | None = _f(None, "Drop groups with zero reward spread and draw more prompts (None = the method's: on for dapo).")
     max_resample_rounds: int = _f(4, "Dynamic sampling: most extra rounds of prompts drawn to fill a rollout batch.")
     overlong_buffer: int | None = _f(None, "Soft over-long penalty: length of the penalty ramp before max_new_tokens, 0 = off (None = the method's: dapo max_new_tokens/4).")
+    dual_clip: float | None = _f(None, "Dual-clip PPO bound c > 1 (verl's clip_ratio_c): for A < 0 the token loss is at most -A * c; 0 = off (None = the method's: off; CHORD 3).")
+    loss_normalizer: str = _f("step", "Token-mean normaliser: step (tokens of the whole optimizer step) or micro_batch (each micro-batch's tokens times the number of micro-batches, as the official GFT code and verl).")
     # GIFT (docs/methods.md#gift)
     gift_beta: float = _f(1.0, "GIFT: scale of the normalised implicit reward in (a - beta * z)^2.")
     gift_reference: str = _f("old", "GIFT reference: old (the policy that sampled the batch) or initial (the frozen start).")
     gift_std_floor: float = _f(0.0, "GIFT: lower bound on the detached std of the implicit rewards (0 = the official behaviour).")
+    # the GFT paper's other baselines (docs/methods.md#asft, #psft, #luffy, #chord)
+    asft_kl_coef: float = _f(0.1, "ASFT: lambda, the weight of the full-vocabulary KL(pi_ref || pi) at each demonstration token.")
+    luffy_normalizer: float | None = _f(None, "LUFFY: the constant the summed token losses of an optimizer step are divided by (None = the method's: rollout.max_new_tokens * 8, the official padded width times 8 GPUs).")
+    luffy_shaping: float = _f(0.1, "LUFFY: gamma of the policy shaping f(p) = p / (p + gamma) on demonstration tokens.")
+    luffy_entropy_coef: float = _f(0.001, "LUFFY: weight of the entropy bonus (token mean over all response tokens).")
+    chord_expert_per_group: int = _f(2, "CHORD: expert demonstrations (of other prompts, a stream of their own) per rollout group in each optimizer step (official: 64 per 32 groups).")
+    chord_mu_warmup: int | None = _f(None, "CHORD: optimizer steps of linear warm-up of mu to chord_mu_peak (None = the method's: 0).")
+    chord_mu_decay: int | None = _f(None, "CHORD: optimizer steps of cosine decay of mu from the peak to chord_mu_valley (None = the method's: chord_mu 200, chord_phi 0).")
+    chord_mu_peak: float | None = _f(None, "CHORD: peak of mu, the weight of the SFT loss (None = the method's: chord_mu 0.9, chord_phi 0.1).")
+    chord_mu_valley: float | None = _f(None, "CHORD: mu after the decay (None = the method's: chord_mu 0.05, chord_phi 0.1).")
 
 
 @dataclass
@@ -150,6 +163,7 @@ class LogConfig:
     report_to: list = _f([], "Extra trackers through accelerate: tensorboard, wandb, trackio.")
     eval_every: int = _f(0, "Evaluate on `data.eval` every N rollout batches (0 = only at the end).")
     eval_samples: int = _f(4, "k: samples per held-out prompt for avg@k and pass@k (0 = greedy only).")
+    eval_pass_at: list = _f([], "More k whose pass@k is reported from the same samples, each at most eval_samples (e.g. [1, 2, 4, 8] with 16: the GFT paper's Figure 4).")
     eval_temperature: float = _f(1.0, "Temperature of the evaluation samples.")
     eval_suite: str = _f("", "Evaluate on a paper's benchmarks as well: gft_math, gift_math or gft_fig4, each with its own prompts, k and temperature (docs/evaluation.md#suites).")
     eval_suite_data: str = _f("", "Directory of the suite's downloaded benchmark files (<dir>/<benchmark>/test.jsonl); empty: hub copies where a benchmark has one.")

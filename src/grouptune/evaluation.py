@@ -40,12 +40,14 @@ def evaluate_examples(
     max_examples: int = 0,
     accelerator=None,
     greedy: bool = True,
+    pass_at: tuple[int, ...] | list = (),
 ) -> dict:
     """Greedy accuracy, and with ``k > 0`` samples per prompt avg@k and pass@k.
 
     ``engine``: a rollout engine (``grouptune.engines``) holding the model's current weights.
     With an ``accelerator`` the examples are sharded over processes and the results gathered.
     ``greedy=False`` skips greedy decoding (the result has no ``greedy`` key; needs ``k > 0``).
+    ``pass_at``: more k (each at most ``k``) whose pass@k is reported from the same samples.
     """
     if not greedy and k <= 0:
         raise ValueError("evaluate_examples: greedy=False needs k > 0 samples per prompt")
@@ -75,7 +77,16 @@ def evaluate_examples(
         samples = gather_object(samples)
     if k == 0:
         return {"n_problems": len(greedy_flags), "greedy": sum(greedy_flags) / max(len(greedy_flags), 1)}
-    return summarize_eval(samples, greedy_flags, k)
+    return summarize_eval(samples, greedy_flags, k, pass_at)
+
+
+def check_pass_at(log) -> None:
+    """Refuse ``log.eval_pass_at`` values that the samples cannot give, before any training."""
+    from grouptune.config import ConfigError
+
+    bad = [j for j in log.eval_pass_at if not (isinstance(j, int) and not isinstance(j, bool) and 1 <= j <= log.eval_samples)]
+    if bad:
+        raise ConfigError(f"log.eval_pass_at: each k must be an integer in 1..log.eval_samples ({log.eval_samples}), got {bad}")
 
 
 def shard(examples: list, rank: int, world: int) -> tuple[list, int]:
@@ -106,6 +117,7 @@ def evaluate_model(cfg) -> dict:
 
     if not cfg.data.eval:
         raise ConfigError("data.eval: name at least one held-out data set to evaluate on")
+    check_pass_at(cfg.log)
     engine, tokenizer = load_engine(cfg)
     reward_fns = build_reward_functions(cfg.reward)
     results = {}
@@ -114,7 +126,7 @@ def evaluate_model(cfg) -> dict:
         results[Path(src).stem if Path(src).suffix else src] = evaluate_examples(
             engine, tokenizer, examples, reward_fns, k=cfg.log.eval_samples,
             temperature=cfg.log.eval_temperature, max_new_tokens=cfg.rollout.max_new_tokens,
-            seed=cfg.optim.seed, max_examples=cfg.data.max_eval_examples,
+            seed=cfg.optim.seed, max_examples=cfg.data.max_eval_examples, pass_at=cfg.log.eval_pass_at,
         )  # fmt: skip
     engine.close()
     return results

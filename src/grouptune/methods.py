@@ -6,15 +6,18 @@ another only by its ``Method`` record, looked up by name:
 - which members a group holds: the expert demonstration, teacher responses, on-policy
   rollouts (``off_policy``, ``on_policy``; see ``group_plan``);
 - which log-probabilities the loss needs besides the current ones: the sampling policy's
-  ("old") or a frozen reference's;
+  ("old") or a frozen reference's, or the reference's whole next-token distribution
+  (``needs_ref_kl``, ASFT); whether each optimizer step also sees a stream of expert
+  demonstrations of other prompts (``expert_stream``, CHORD);
 - its defaults: the ``MethodConfig`` values it runs with where the user left a setting at
   ``None`` (clip range, aggregation, importance-sampling level, dynamic sampling, over-long
   buffer, ...), resolved once when the run starts (``resolve_method``);
 - the loss itself: a thin call into ``grouptune.losses`` with the method's settings.
 
 Adding a method is one ``@register`` here (plus its loss in ``grouptune.losses`` and tests).
-Variants that share a loss (SFT and SFT(mix), GFT and GFT no-mix, GRPO / DAPO / GSPO) register
-the same function twice with different records. The math of each method, with its paper and
+Variants that share a loss (SFT and SFT(mix), GFT and GFT no-mix, GRPO / DAPO / GSPO, CHORD-mu and
+CHORD-phi) register the same function twice with different records. What the trainer hands a loss
+(``LossInputs``) is built by ``grouptune.loss_inputs``. The math of each method, with its paper and
 the official code it was checked against, is in ``docs/methods.md``.
 """
 
@@ -28,6 +31,7 @@ from typing import Any
 import torch
 
 from grouptune import losses
+from grouptune.advantages import SCALES
 from grouptune.config import ConfigError, MethodConfig, RolloutConfig, TrainConfig
 
 
@@ -46,6 +50,14 @@ class LossInputs:
     tokens: float  # loss normaliser: response tokens of the optimizer step, per process
     sequences: float  # loss normaliser: sequences of the optimizer step, per process
     token_weights: torch.Tensor | None = None  # (N, T) truncated importance weights vs the rollout engine
+    entropy: torch.Tensor | None = None  # (N, T) per-token entropy of the policy, with grad
+    on_policy: torch.Tensor | None = None  # (N,) bool: sampled from the policy (False: data-set member)
+    ref_kl: torch.Tensor | None = None  # (N, T) KL(pi_ref || pi) over the vocabulary, with grad (needs_ref_kl)
+    expert_logp: torch.Tensor | None = None  # (E, T') expert demonstrations of the step (expert_stream), with grad
+    expert_mask: torch.Tensor | None = None  # (E, T')
+    expert_tokens: float = 0.0  # loss normaliser: expert tokens of the optimizer step, per process
+    step: int = 1  # the optimizer step being taken, 1-based
+    processes: int = 1  # DDP averages gradients over this many processes
 
 
 LossFn = Callable[[LossInputs, MethodConfig], tuple[torch.Tensor, dict]]
@@ -59,6 +71,13 @@ BASE_DEFAULTS: dict[str, Default] = {
     "importance_sampling_level": "token",
     "dynamic_sampling": False,
     "overlong_buffer": 0,
+    "adv_scale": "group",
+    "dual_clip": 0.0,
+    "luffy_normalizer": 0.0,
+    "chord_mu_warmup": 0,
+    "chord_mu_decay": 0,
+    "chord_mu_peak": 0.0,
+    "chord_mu_valley": 0.0,
 }
 
 
@@ -75,6 +94,8 @@ class Method:
     needs_old: Callable[[MethodConfig], bool] = lambda m: False
     needs_ref_model: Callable[[MethodConfig], bool] = lambda m: False
     defaults: Mapping[str, Default] = field(default_factory=dict)  # over BASE_DEFAULTS
+    needs_ref_kl: bool = False  # the loss gets KL(pi_ref || pi) over the vocabulary at every position (ASFT)
+    expert_stream: bool = False  # each optimizer step also sees expert demonstrations of other prompts (CHORD)
 
 
 METHODS: dict[str, Method] = {}
@@ -166,6 +187,7 @@ def _grpo(x: LossInputs, m: MethodConfig):
         loss_type=m.loss_type, importance_sampling_level=m.importance_sampling_level,
         max_completion_length=x.max_completion_length,
         token_normalizer=x.tokens, sequence_normalizer=x.sequences, token_weights=x.token_weights,
+        dual_clip=m.dual_clip or None,
     )  # fmt: skip
 
 
@@ -196,6 +218,58 @@ def _gift(x: LossInputs, m: MethodConfig):
     )  # fmt: skip
 
 
+# ----------------------------------------------------------------------------- the GFT paper's other baselines
+
+
+@register("asft", summary="DFT plus lambda * full-vocabulary KL(pi_ref || pi) at each demonstration token",
+          off_policy="demo", **IMITATION, needs_ref_kl=True)  # fmt: skip
+def _asft(x: LossInputs, m: MethodConfig):
+    return losses.asft_loss(x.logp, x.mask, x.ref_kl, kl_coef=m.asft_kl_coef, token_normalizer=x.tokens)
+
+
+@register("psft", summary="the demonstration alone, PPO-clipped ratio to the policy that started the batch, A = 1",
+          off_policy="demo", **IMITATION, needs_old=lambda m: True, defaults=dict(loss_type="grpo", epsilon_high=0.28))  # fmt: skip
+def _psft(x: LossInputs, m: MethodConfig):
+    return losses.psft_loss(
+        x.logp, x.old_logp, x.mask, epsilon_low=m.epsilon_low, epsilon_high=m.epsilon_high, loss_type=m.loss_type,
+        max_completion_length=x.max_completion_length, token_normalizer=x.tokens, sequence_normalizer=x.sequences,
+    )  # fmt: skip
+
+
+@register(
+    "luffy", summary="demonstration + rollouts, A = R - mean; unclipped ratio on rollouts, p/(p+0.1) on the demonstration",
+    off_policy="demo", on_policy=True, uses_advantages=True, tempered=True, needs_old=lambda m: True,
+    defaults=dict(adv_scale="none", luffy_normalizer=lambda c: float(c.rollout.max_new_tokens * 8)),
+)  # fmt: skip
+def _luffy(x: LossInputs, m: MethodConfig):
+    return losses.luffy_loss(
+        x.logp, x.old_logp, x.mask, x.adv, x.on_policy, normalizer=m.luffy_normalizer / x.processes,
+        shaping=m.luffy_shaping, entropy=x.entropy, entropy_coef=m.luffy_entropy_coef, token_normalizer=x.tokens,
+        token_weights=x.token_weights,
+    )  # fmt: skip
+
+
+def _chord(phi: bool) -> LossFn:
+    def loss(x: LossInputs, m: MethodConfig):
+        mu = losses.chord_mu(x.step, m.chord_mu_warmup, m.chord_mu_decay, m.chord_mu_peak, m.chord_mu_valley)
+        return losses.chord_loss(
+            x.logp, x.old_logp, x.mask, x.adv, x.expert_logp, x.expert_mask, mu=mu, phi=phi,
+            epsilon_low=m.epsilon_low, epsilon_high=m.epsilon_high, dual_clip=m.dual_clip or None,
+            loss_type=m.loss_type, max_completion_length=x.max_completion_length, token_normalizer=x.tokens,
+            sequence_normalizer=x.sequences, expert_token_normalizer=x.expert_tokens, token_weights=x.token_weights,
+        )  # fmt: skip
+
+    return loss
+
+
+CHORD = dict(off_policy="none", on_policy=True, uses_advantages=True, tempered=True, needs_old=lambda m: True,
+             expert_stream=True)  # fmt: skip
+register("chord_mu", summary="(1 - mu) GRPO on rollouts + mu SFT on a stream of demonstrations; mu 0.9 -> 0.05", **CHORD,
+         defaults=dict(dual_clip=3.0, chord_mu_decay=200, chord_mu_peak=0.9, chord_mu_valley=0.05))(_chord(phi=False))  # fmt: skip
+register("chord_phi", summary="CHORD with SFT tokens weighted by sg(p (1 - p)); mu = 0.1", **CHORD,
+         defaults=dict(dual_clip=3.0, chord_mu_peak=0.1, chord_mu_valley=0.1))(_chord(phi=True))  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- groups
 
 
@@ -218,6 +292,8 @@ def group_plan(method: Method, m: MethodConfig, r: RolloutConfig) -> tuple[int, 
 
 CHOICES = {
     "gift_reference": ("old", "initial"),
+    "adv_scale": tuple(SCALES),
+    "loss_normalizer": ("step", "micro_batch"),
     "loss_type": tuple(losses.grpo.LOSS_TYPES),
     "importance_sampling_level": losses.grpo.IMPORTANCE_SAMPLING_LEVELS,
 }
@@ -234,6 +310,20 @@ def check_method_config(m: MethodConfig) -> None:
         raise ConfigError(f"method.tau must lie in [0, 1], got {m.tau}")
     if m.num_off_policy < 1:
         raise ConfigError(f"method.num_off_policy must be >= 1, got {m.num_off_policy}")
+    _check_baseline_settings(m)
+
+
+def _check_baseline_settings(m: MethodConfig) -> None:
+    """The settings of dual clip, ASFT, LUFFY and CHORD (None: not resolved yet)."""
+    if m.dual_clip is not None and m.dual_clip != 0 and m.dual_clip <= 1:
+        raise ConfigError(f"method.dual_clip must be 0 (off) or greater than 1, got {m.dual_clip}")
+    if m.name == "luffy" and m.luffy_normalizer is not None and m.luffy_normalizer <= 0:
+        raise ConfigError(f"method.luffy_normalizer must be positive, got {m.luffy_normalizer}")
+    counts = {"chord_mu_warmup": m.chord_mu_warmup, "chord_mu_decay": m.chord_mu_decay,
+              "chord_expert_per_group": m.chord_expert_per_group - 1, "asft_kl_coef": m.asft_kl_coef}  # fmt: skip
+    for key, value in counts.items():
+        if value is not None and value < 0:
+            raise ConfigError(f"method.{key} must be >= {1 if key == 'chord_expert_per_group' else 0}, got {getattr(m, key)}")
 
 
 def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int) -> torch.Tensor:

@@ -40,15 +40,22 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
-def summarize_eval(correct: list[list[bool]], greedy_correct: list[bool] | None, k: int) -> dict:
+def summarize_eval(
+    correct: list[list[bool]], greedy_correct: list[bool] | None, k: int, pass_at: tuple[int, ...] | list = ()
+) -> dict:
     """Summarise one data set: ``{"n_problems", "greedy", "avg@k", "pass@k"}`` (keys spelled with k).
 
     ``correct[p]`` holds the flags of the sampled answers to problem ``p`` (at least ``k`` of
     them; problems may have different counts). ``greedy_correct[p]`` is the flag of its greedy
-    answer; pass None when greedy decoding was not run and the key is left out.
+    answer; pass None when greedy decoding was not run and the key is left out. ``pass_at``:
+    more ``j`` (each in 1..k) whose ``pass@j`` is reported too, from the same samples (a curve
+    of pass@k over k, as the GFT paper's Figure 4).
     """
     if not correct:
         raise ValueError("summarize_eval needs at least one problem")
+    bad = [j for j in pass_at if not (isinstance(j, int) and 1 <= j <= k)]
+    if bad:
+        raise ValueError(f"pass_at: each k must be an integer in 1..{k} (the samples per problem), got {bad}")
     too_few = [p for p, flags in enumerate(correct) if len(flags) < k]
     if too_few:
         raise ValueError(f"pass@{k} needs at least {k} samples per problem; problems {too_few[:10]} have fewer")
@@ -60,7 +67,8 @@ def summarize_eval(correct: list[list[bool]], greedy_correct: list[bool] | None,
             )
         summary["greedy"] = sum(map(bool, greedy_correct)) / len(greedy_correct)
     summary[f"avg@{k}"] = sum(sum(map(bool, f)) / len(f) for f in correct) / len(correct)
-    summary[f"pass@{k}"] = sum(pass_at_k(len(f), sum(map(bool, f)), k) for f in correct) / len(correct)
+    for j in sorted({*pass_at, k}):
+        summary[f"pass@{j}"] = sum(pass_at_k(len(f), sum(map(bool, f)), j) for f in correct) / len(correct)
     return summary
 
 

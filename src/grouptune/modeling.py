@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grouptune.config import ConfigError, ModelConfig
+from grouptune.config import ConfigError, ModelConfig, TrainConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -52,3 +55,23 @@ def eos_ids(tokenizer, model) -> list[int]:
     if not ids:
         raise ConfigError("the tokenizer has no eos_token: set one so completions can end")
     return ids
+
+
+def resolve_init_from(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``model.name_or_path`` set to the final model ``model.init_from`` names.
+
+    ``init_from`` is a previous run's output directory (its ``final/`` is used) or that ``final/``
+    directory itself; it must hold a saved model (``config.json``, or ``adapter_config.json`` for
+    a LoRA adapter saved unmerged). Without ``init_from`` the config is returned unchanged.
+    """
+    init = cfg.model.init_from
+    if not init:
+        return cfg
+    path = Path(init)
+    final = path / "final" if (path / "final").is_dir() else path
+    if not any((final / name).is_file() for name in ("config.json", "adapter_config.json")):
+        raise ConfigError(
+            f"model.init_from: no saved model in {final} (no config.json): name a finished run's output "
+            "directory, or its final/ (runs save it unless checkpoint.save_final is false)"
+        )
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(final)))

@@ -188,7 +188,13 @@ def completion_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token log-probs ``(N, T)`` (and entropy) of the batch's completions under ``model``.
+    """Per-token log-probs ``(N, T)`` (and entropy) of the batch's completions under ``model``."""
+    logits = completion_logits(model, batch)
+    return logprobs_and_entropy(logits, batch.completion_ids, temperature=temperature, with_entropy=with_entropy)
+
+
+def completion_logits(model, batch: Batch) -> torch.Tensor:
+    """``(N, T, V)`` logits (the model's dtype) of the positions predicting each completion token.
 
     Only the ``T + 1`` last positions' logits are computed (``logits_to_keep``); position ids
     follow the attention mask, as in generation, so left padding does not shift positions.
@@ -199,5 +205,4 @@ def completion_logprobs(
     position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
     T = batch.completion_ids.shape[1]
     out = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=T + 1, use_cache=False)
-    logits = out.logits[:, :-1]  # (N, T, V): position t predicts completion token t
-    return logprobs_and_entropy(logits, batch.completion_ids, temperature=temperature, with_entropy=with_entropy)
+    return out.logits[:, :-1]  # (N, T, V): position t predicts completion token t

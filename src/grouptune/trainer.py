@@ -32,9 +32,12 @@ from grouptune.advantages import group_advantages, group_has_spread
 from grouptune.config import ConfigError, TrainConfig
 from grouptune.data import Example, load_run_data, reward_columns
 from grouptune.engines import check_engine_settings, make_engine
+from grouptune.evaluation import check_pass_at
 from grouptune.layout import DataOrder, global_groups, make_plan, seed_for
+from grouptune.loss_inputs import LossFeeder
 from grouptune.methods import LossInputs, get_method, overlong_penalty, resolve_method
-from grouptune.metrics import engine_mismatch, rollout_metrics
+from grouptune.metrics import rollout_metrics
+from grouptune.modeling import resolve_init_from
 from grouptune.policy import build_policy, check_engine, make_accelerator, save_pretrained
 from grouptune.rewards import build_reward_functions, compute_rewards
 from grouptune.rollout import Batch, Generations, completion_logprobs, pad, pad_logprobs
@@ -49,24 +52,27 @@ class TrainingError(RuntimeError):
 
 class Trainer:
     def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg = resolve_method(cfg)  # the method's defaults filled in, settings checked
+        self.cfg = cfg = resolve_init_from(resolve_method(cfg))  # method defaults filled in, settings checked
         self.method = get_method(cfg.method.name)
         self.out = Path(cfg.log.output_dir)
         self.acc = make_accelerator(cfg)
         self.plan = plan = make_plan(cfg, self.method, self.acc.num_processes)
         check_engine_settings(cfg, self.method)
+        check_pass_at(cfg.log)
         check_engine(self.acc, cfg, one_pass_per_step=plan.groups_per_micro == plan.groups_per_step)
         torch.manual_seed(cfg.optim.seed)
-        needs_ref = self.method.needs_ref_model(cfg.method)
+        needs_ref = self.method.needs_ref_model(cfg.method) or self.method.needs_ref_kl
         self.policy = build_policy(cfg, self.acc, plan.groups_per_micro * plan.group_size, needs_ref)
         self.model, self.optimizer, self.scheduler = self.policy.model, self.policy.optimizer, self.policy.scheduler
         self.tokenizer, self.eos_ids = self.policy.tokenizer, self.policy.eos_ids
         self.engine = make_engine(cfg, self.acc, self.acc.unwrap_model(self.model), self.tokenizer, self.eos_ids)
         self.reward_fns = build_reward_functions(cfg.reward)
-        self.train_data, self.eval_data = load_run_data(cfg, self.tokenizer, plan.off_policy, self.reward_fns)
+        demos = max(plan.off_policy, int(self.method.expert_stream))  # CHORD's expert rows need demonstrations
+        self.train_data, self.eval_data = load_run_data(cfg, self.tokenizer, demos, self.reward_fns)
         self.eval_suite = load_run_suite(cfg, self.tokenizer)  # log.eval_suite: a paper's benchmarks
         self.order = DataOrder(len(self.train_data), cfg.optim.seed)
         self.log = RunLog(cfg, self.acc)
+        self.feeder = LossFeeder(self)  # what the loss receives: forward passes, normalisers, expert rows
         self.state = {"batch": 0, "cursor": 0, "optimizer_steps": 0, "bad_steps": 0}
         self.stop_signal: int | None = None  # set by SIGTERM / SIGINT during train()
 
@@ -324,45 +330,28 @@ class Trainer:
         """Accumulate the mini-batch's micro-batches, then clip, guard and step. ``first``: the
         first step of the rollout batch (the policy is still the one that sampled it)."""
         plan = self.plan
-        # Normalisers of the whole optimizer step over all processes, divided by the number of
-        # processes because DDP averages gradients: the result does not depend on how the
-        # step is split into micro-batches or processes.
-        mask = self._loss_mask(mini)
-        totals = torch.tensor([mask.sum().item(), float(mask.shape[0])], device=self.acc.device)
-        totals = self.acc.reduce(totals, reduction="sum").cpu() / plan.world
+        step = self.feeder.step(mini, first)  # normalisers of the whole step (all processes); CHORD's expert rows
         logs, n_micro = [], plan.groups_per_step // plan.groups_per_micro
         for i in range(n_micro):
             mb = mini.groups(i * plan.groups_per_micro, (i + 1) * plan.groups_per_micro).trimmed()
             sync = contextlib.nullcontext() if i == n_micro - 1 else self.acc.no_sync(self.model)
             with sync:
-                logs.append(self._micro_step(mb.to(self.acc.device), float(totals[0]), float(totals[1]), first))
+                mb = mb.to(self.acc.device)
+                logs.append(self._micro_step(mb, *step.inputs(i, mb)))
         out = _mean_dicts(logs)
         for key in ("loss", f"{self.method.name}/loss"):  # micro-batch losses add up to the step's loss
             out[key] = sum(x[key] for x in logs if key in x)
         out.update(self._apply_gradients(out["loss"]))
         return out
 
-    def _micro_step(self, mb: Batch, tokens: float, sequences: float, first: bool = True) -> dict:
-        """Forward, the method's loss, backward for one micro-batch; its metrics."""
-        temp = self.cfg.rollout.temperature if self.method.tempered else 1.0
-        logp, entropy = completion_logprobs(self.model, mb, temperature=temp, with_entropy=True)
-        old = mb.old_logp if mb.old_logp is not None else logp.detach()
-        engine = engine_mismatch(old, mb.engine_logp, self._loss_mask(mb), self.cfg.vllm.importance_sampling_cap)
-        if not (first or mb.old_logp is not None):  # old is not the sampling policy's here
-            engine.metrics = {}
-        inputs = LossInputs(
-            logp=logp, mask=self._loss_mask(mb).to(logp.device),
-            adv=mb.adv if mb.adv is not None else torch.zeros(len(logp)), rewards=mb.rewards,
-            old_logp=old, ref_logp=mb.ref_logp if mb.ref_logp is not None else old, group_size=mb.group_size,
-            max_completion_length=self.cfg.rollout.max_new_tokens, tokens=tokens, sequences=sequences,
-            token_weights=engine.weights,
-        )  # fmt: skip
+    def _micro_step(self, mb: Batch, inputs: LossInputs, engine_metrics: dict) -> dict:
+        """The method's loss and backward for one micro-batch (its forward pass made ``inputs``); its metrics."""
         loss, metrics = self.method.loss(inputs, self.cfg.method)
         self.acc.backward(loss)
         cmask = mb.completion_mask.float()
-        metrics = {f"{self.method.name}/{k}": v for k, v in metrics.items()} | engine.metrics
+        metrics = {f"{self.method.name}/{k}": v for k, v in metrics.items()} | engine_metrics
         metrics["loss"] = loss.item()
-        metrics["entropy"] = float((entropy.detach() * cmask).sum() / cmask.sum().clamp(min=1))
+        metrics["entropy"] = float((inputs.entropy.detach() * cmask).sum() / cmask.sum().clamp(min=1))
         return metrics
 
     def _apply_gradients(self, loss: float) -> dict:
@@ -434,7 +423,7 @@ class Trainer:
                 self.engine, self.tokenizer, examples, self.reward_fns, k=lg.eval_samples,
                 temperature=lg.eval_temperature, max_new_tokens=self.cfg.rollout.max_new_tokens,
                 seed=seed_for(self.cfg.optim.seed, -1, self.state["batch"]),
-                max_examples=self.cfg.data.max_eval_examples, accelerator=self.acc,
+                max_examples=self.cfg.data.max_eval_examples, accelerator=self.acc, pass_at=lg.eval_pass_at,
             )  # fmt: skip
             name = Path(src).stem if Path(src).suffix else src
             out.update({f"eval/{name}/{k}": v for k, v in res.items()})

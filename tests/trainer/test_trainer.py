@@ -55,7 +55,7 @@ def test_every_method_trains_saves_and_reloads(method, arch, request, tiny_data,
     assert out.shape[1] > ids.shape[1]
 
 
-@pytest.mark.parametrize("method", ["gft", "gift", "grpo"])
+@pytest.mark.parametrize("method", ["gft", "gift", "grpo", "chord_phi"])  # chord: its expert stream resumes too
 def test_resume_continues_bit_exactly(method, tiny_llama, tiny_data, tmp_path):
     """N batches straight == N/2 batches, save, resume in a new Trainer, N/2 more."""
     straight = Trainer(make_cfg(tiny_llama, tiny_data, tmp_path / "a", method, **{"optim.total_batches": 4}))
@@ -74,7 +74,7 @@ def test_resume_continues_bit_exactly(method, tiny_llama, tiny_data, tmp_path):
     assert second.state["batch"] == 4 and second.state["optimizer_steps"] == 8
 
 
-@pytest.mark.parametrize("method", ["gft", "grpo", "gift", "sft_mix"])
+@pytest.mark.parametrize("method", ["gft", "grpo", "gift", "sft_mix", "asft", "psft", "luffy", "chord_mu"])
 def test_micro_batch_size_does_not_change_loss_or_gradients(method, tiny_llama, tiny_data, tmp_path, monkeypatch):
     """One optimizer step accumulated over 1-group micro-batches == the same step in one pass."""
     grads, losses = {}, {}

@@ -62,6 +62,8 @@ def grpo_loss(
     token_normalizer: float | Tensor | None = None,
     sequence_normalizer: float | Tensor | None = None,
     token_weights: Tensor | None = None,
+    dual_clip: float | None = None,
+    log_ratio_clip: float | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Clipped policy-gradient loss of GRPO (arXiv 2402.03300) and its variants::
 
@@ -83,6 +85,15 @@ def grpo_loss(
               N / sequence_normalizer
     ========  ==========================================  =================================
 
+    Two switches of verl's ``compute_policy_loss_vanilla`` (``verl/trainer/ppo/core_algos.py``),
+    both off by default (TRL has neither):
+
+    - ``dual_clip = c`` (verl's ``clip_ratio_c``, dual-clip PPO, arXiv 1912.09729; must be > 1): for
+      ``A < 0``, ``loss_t = min(loss_t, -A * c)``, applied before the KL term is added; a
+      ratio far above ``1 + eps_high`` then cannot make the loss of a bad token unbounded.
+    - ``log_ratio_clip = b``: ``logp - old_logp`` is clamped to ``[-b, b]`` before ``exp``
+      (verl and Trinity-RFT use 20); outside that range the ratio gets no gradient.
+
     With the counts of the whole optimizer step passed in, the micro-batch losses add up to
     TRL's loss of the step (TRL divides ``grpo``/``dr_grpo``/``bnpo`` by the number of
     accumulation steps, which equals ``sequence_normalizer / N`` for equal micro-batches).
@@ -99,7 +110,9 @@ def grpo_loss(
 
     Metrics: ``loss``; ``clip_ratio/low`` (ratio < 1 - eps_low with A < 0), ``clip_ratio/high``
     (ratio > 1 + eps_high with A > 0), ``clip_ratio/region`` (either) -- fractions of tokens,
-    or of sequences at sequence level, as TRL logs them; ``kl`` (token mean of ``KL_t``) when
+    or of sequences at sequence level, as TRL logs them; with ``dual_clip``,
+    ``clip_ratio/dual`` (A < 0 and the dual bound ``-A * c`` replaced the loss; verl's
+    ``pg_clipfrac_lower``); ``kl`` (token mean of ``KL_t``) when
     ``ref_logprobs`` is given. Numerically equal to TRL's ``GRPOTrainer._compute_loss``
     (``tests/test_trl_parity.py``).
     """
@@ -111,6 +124,8 @@ def grpo_loss(
         raise ValueError(f"unknown loss_type {loss_type!r}; valid: {', '.join(LOSS_TYPES)}")
     if beta != 0.0 and ref_logprobs is None:
         raise ValueError(f"beta={beta} needs ref_logprobs for the KL term")
+    if dual_clip is not None and dual_clip <= 1.0:
+        raise ValueError(f"dual_clip must be greater than 1 (verl's clip_ratio_c), got {dual_clip}")
     logp = masked_float(logprobs, mask)  # (N, T)
     old_logp = logp.detach() if old_logprobs is None else masked_float(old_logprobs, mask).detach()
     adv = advantages.detach().float()
@@ -120,10 +135,17 @@ def grpo_loss(
     if importance_sampling_level == "sequence":
         m = mask.float()
         log_ratio = (log_ratio * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1.0)  # (N, 1)
+    if log_ratio_clip is not None:
+        log_ratio = log_ratio.clamp(-log_ratio_clip, log_ratio_clip)
     ratio = log_ratio.exp()
     clipped = ratio.clamp(1.0 - epsilon_low, 1.0 + epsilon_high)
     loss_t = -torch.min(ratio * adv, clipped * adv)  # (N, T) or (N, 1)
-    if token_weights is not None:
+    dual = None
+    if dual_clip is not None:
+        bound = -adv * dual_clip
+        dual = (adv < 0) & (loss_t > bound)
+        loss_t = torch.where(adv < 0, torch.minimum(loss_t, bound), loss_t)
+    if token_weights is not None:  # after the dual clip, as verl applies its rollout weights
         loss_t = loss_t * token_weights.detach().float()  # (N, T)
     kl = None
     if ref_logprobs is not None:
@@ -131,17 +153,20 @@ def grpo_loss(
         kl = (ref_logp - logp).exp() - (ref_logp - logp) - 1.0  # (N, T)
         loss_t = loss_t + beta * kl if beta != 0.0 else loss_t
     loss = LOSS_TYPES[loss_type](loss_t, mask, token_normalizer, sequence_normalizer, max_completion_length)
-    return loss, _metrics(loss, ratio, adv, mask, kl, epsilon_low, epsilon_high, importance_sampling_level)
+    metrics = _metrics(loss, ratio, adv, mask, kl, epsilon_low, epsilon_high, importance_sampling_level, dual)
+    return loss, metrics
 
 
 @torch.no_grad()
-def _metrics(loss, ratio, adv, mask, kl, eps_low, eps_high, level) -> dict[str, float]:
+def _metrics(loss, ratio, adv, mask, kl, eps_low, eps_high, level, dual=None) -> dict[str, float]:
     low = (ratio < 1.0 - eps_low) & (adv < 0)
     high = (ratio > 1.0 + eps_high) & (adv > 0)
     mode = "token" if level == "token" else "sequence"  # sequence level: fraction of sequences
     stats = {"loss": loss.detach()}
     for name, flag in (("clip_ratio/low", low), ("clip_ratio/high", high), ("clip_ratio/region", low | high)):
         stats[name] = aggregate(flag.float().expand_as(mask), mask, mode=mode)
+    if dual is not None:
+        stats["clip_ratio/dual"] = aggregate(dual.float().expand_as(mask), mask, mode=mode)
     if kl is not None:
         stats["kl"] = aggregate(kl, mask, mode="token")
     return dict(zip(stats, torch.stack(list(stats.values())).tolist()))

@@ -143,41 +143,56 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def compare(suite: dict, seeds: list[int], out: Path, extra: dict) -> dict:
-    """Run every (run, seed) of a suite; return ``{label: {seed: {"final": ..., "curve": [...]}}}``."""
-    from grouptune.trainer import Trainer
+    """Run every (run, seed) of a suite; return ``{label: {seed: {"final": ..., "curve": [...]}}}``.
 
+    A run is one training run, a list of ``stages`` (each starts from the previous stage's final
+    model), or ``evaluate_only: true`` (the base model evaluated with the suite's settings: the
+    papers' "Base" row).
+    """
     results: dict = {}
     for run in suite["runs"]:
         label = run["label"]
         results[label] = {}
         for seed in seeds:
-            model_path = None
+            run_dir = out / "runs" / _slug(label) / f"seed{seed}"
+            if run.get("evaluate_only"):
+                results[label][seed] = _evaluate_base(suite, run, seed, extra)
+                continue
+            model_path, final = None, {}
             for i, stage in enumerate(run.get("stages", [run])):
-                stage_dir = out / "runs" / _slug(label) / f"seed{seed}" / f"stage{i}"
-                overrides = {
-                    **suite.get("common", {}),
-                    **_settings(stage),
-                    **extra,
-                    "optim.seed": seed,
-                    "log.output_dir": str(stage_dir),
-                    "log.progress": False,
-                }
-                if model_path:
-                    overrides["model.name_or_path"] = model_path
-                cfg = testbed_config(overrides)
-                t0 = time.perf_counter()
-                final = Trainer(cfg).train()
-                print(
-                    f"[compare] {label} seed {seed} stage {i}: {time.perf_counter() - t0:.0f} s", flush=True
-                )
-                model_path = str(stage_dir / "final")
-            curve = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+                final = _train_stage(suite, stage, seed, extra, run_dir / f"stage{i}", model_path, f"{label} seed {seed} stage {i}")
+                model_path = str(run_dir / f"stage{i}" / "final")
+            curve = [json.loads(line) for line in (Path(model_path).parent / "metrics.jsonl").read_text().splitlines()]
             results[label][seed] = {"final": final, "curve": curve}
     return results
 
 
+def _overrides(suite: dict, run: dict, seed: int, extra: dict) -> dict:
+    return {**suite.get("common", {}), **_settings(run), **extra, "optim.seed": seed, "log.progress": False}
+
+
+def _train_stage(suite: dict, stage: dict, seed: int, extra: dict, stage_dir: Path, model_path, name: str) -> dict:
+    from grouptune.trainer import Trainer
+
+    overrides = {**_overrides(suite, stage, seed, extra), "log.output_dir": str(stage_dir)}
+    if model_path:
+        overrides["model.name_or_path"] = model_path
+    t0 = time.perf_counter()
+    final = Trainer(testbed_config(overrides)).train()
+    print(f"[compare] {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return final
+
+
+def _evaluate_base(suite: dict, run: dict, seed: int, extra: dict) -> dict:
+    """The base model's held-out results, keyed as a training run's final metrics; no curve."""
+    from grouptune.evaluation import evaluate_model
+
+    results = evaluate_model(testbed_config(_overrides(suite, run, seed, extra)))
+    return {"final": {f"eval/{split}/{k}": v for split, res in results.items() for k, v in res.items()}, "curve": []}
+
+
 def _settings(stage: dict) -> dict:
-    return {k: v for k, v in stage.items() if k not in ("label", "stages")}
+    return {k: v for k, v in stage.items() if k not in ("label", "stages", "evaluate_only")}
 
 
 def _slug(label: str) -> str:

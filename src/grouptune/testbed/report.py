@@ -32,11 +32,22 @@ def _final_eval(final: dict, split: str, key: str) -> float:
     return final.get(f"eval/{split}/{key}", float("nan"))
 
 
-def accuracy_table(results: dict) -> str:
-    """Rows: methods; columns: greedy / avg@k / pass@k on each held-out split (mean ± std)."""
+def _eval_keys(results: dict) -> list[str]:
+    """The held-out metrics the runs report, greedy first, then avg@k and pass@k by k."""
     some = next(iter(next(iter(results.values())).values()))["final"]
-    keys = sorted({k.split("/")[-1] for k in some if k.startswith("eval/test/") and not k.endswith("n_problems")},
-                  key=lambda k: (k != "greedy", k))  # fmt: skip
+    keys = {k.split("/")[-1] for k in some if k.startswith("eval/test/") and not k.endswith("n_problems")}
+    order = {"greedy": 0, "avg": 1, "pass": 2}
+    return sorted(keys, key=lambda k: (order.get(k.split("@")[0], 3), int(k.split("@")[1]) if "@" in k else 0, k))
+
+
+def _pass_ks(results: dict) -> list[int]:
+    return [int(k.split("@")[1]) for k in _eval_keys(results) if k.startswith("pass@")]
+
+
+def accuracy_table(results: dict) -> str:
+    """Rows: methods; columns: greedy / avg@k / pass@k (the largest k) on each split (mean ± std)."""
+    top = f"pass@{max(_pass_ks(results), default=0)}"
+    keys = [k for k in _eval_keys(results) if not k.startswith("pass@") or k == top]
     head = "| method | " + " | ".join(f"{s} {k}" for s in EVAL_SPLITS for k in keys) + " |"
     lines = [head, "|" + "---|" * (1 + len(keys) * len(EVAL_SPLITS))]
     for label, seeds in results.items():
@@ -47,6 +58,41 @@ def accuracy_table(results: dict) -> str:
                 cells.append(f"{m:.3f} ± {sd:.3f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def pass_at_table(results: dict) -> str:
+    """Rows: methods; columns: pass@k for every reported k on each split (mean ± std): the data of a
+    pass@k-over-k plot (the GFT paper's Figure 4)."""
+    keys = [f"pass@{k}" for k in _pass_ks(results)]
+    head = "| method | " + " | ".join(f"{s} {k}" for s in EVAL_SPLITS for k in keys) + " |"
+    lines = [head, "|" + "---|" * (1 + len(keys) * len(EVAL_SPLITS))]
+    for label, seeds in results.items():
+        cells = [_pm([_final_eval(r["final"], s, k) for r in seeds.values()]) for s in EVAL_SPLITS for k in keys]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_pass_at(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = _pass_ks(results)
+    fig, axes = plt.subplots(1, len(EVAL_SPLITS), figsize=(5.5 * len(EVAL_SPLITS), 3.8))
+    for ax, split in zip(axes, EVAL_SPLITS):
+        for label, seeds in results.items():
+            means = [mean_std([_final_eval(r["final"], split, f"pass@{k}") for r in seeds.values()])[0] for k in ks]
+            ax.plot(ks, means, marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_title(f"{split}: pass@k")
+        ax.set_xlabel("k")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def convergence_table(results: dict, target: float) -> str:
@@ -133,5 +179,8 @@ def write_report(suite: dict, results: dict, out: Path) -> None:
             "## Convergence and over-fitting\n",
             convergence_table(results, suite["target_accuracy"]) + "\n",
         ]
+    if len(_pass_ks(results)) > 1:
+        plot_pass_at(results, out / "pass_at_k.png")
+        parts += ["## pass@k\n", pass_at_table(results) + "\n", "![pass@k over k](pass_at_k.png)\n"]
     parts.append("![learning curves](curves.png)\n")
     (out / "report.md").write_text("\n".join(parts))
