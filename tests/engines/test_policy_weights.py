@@ -12,7 +12,7 @@ import copy
 
 import pytest
 import torch
-from test_distributed import SHIM, accelerate_launch
+from helpers_launch import SHIM, accelerate_launch
 from transformers import AutoModelForCausalLM
 
 from grouptune.engines.vllm import policy_weights

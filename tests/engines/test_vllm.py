@@ -25,8 +25,8 @@ vllm = pytest.importorskip(
     "torchaudio torchcodec); the vLLM engine tests are skipped",
 )
 
+from helpers_launch import torchrun  # noqa: E402
 from helpers_tokenizer import build_tokenizer  # noqa: E402
-from test_distributed import torchrun  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 from grouptune.config import ConfigError  # noqa: E402
