@@ -57,7 +57,10 @@ class Generations:
 
     token_ids: list[list[int]]  # cut after the first EOS, which is kept
     truncated: list[bool]  # reached max_new_tokens without an EOS
-    logprobs: list[list[float]]  # log-prob of each generated token under the distribution it was drawn from
+    # log-prob of each generated token under the distribution it was drawn from: logits / temperature,
+    # renormalised over the top-p nucleus (with top_p = 1: completion_logprobs(temperature=...));
+    # greedy: the model's own distribution (temperature 1)
+    logprobs: list[list[float]]
 
 
 def require_vllm(setting: str = "rollout.engine"):
@@ -107,17 +110,18 @@ class VLLMEngine:
     ):
         """Start the engine on the weights saved at ``model_path``.
 
-        ``seed`` only draws the requests sent without one. vLLM seeds the global random
-        generators (torch, numpy, random) with it while starting; their states are put back,
-        so starting an engine does not change what the training process draws afterwards.
-        ``distributed``: one engine per process of a ``torch.distributed`` run.
+        ``seed`` only draws the requests sent without one (under tensor parallelism, give the
+        processes of one group the same). ``distributed``: one engine per process of a
+        ``torch.distributed`` run. Starting leaves the training process as it was: vLLM seeds
+        the global random generators (torch, numpy, random) and, on CPU, turns
+        ``torch.set_num_threads`` into a no-op for the whole process; both are put back.
         """
         require_vllm()
         from vllm import LLM
 
         s = settings or VLLMSettings()
         self.settings = s
-        with _kept_rng_state():
+        with _kept_rng_state(), _kept_set_num_threads():
             self.llm = LLM(
                 model=model_path, tokenizer=tokenizer_path or model_path, dtype=s.dtype, seed=seed,
                 gpu_memory_utilization=s.gpu_memory_utilization, max_model_len=s.max_model_len or None,
@@ -202,6 +206,17 @@ class VLLMEngine:
         ``["kv_cache"]`` keeps the peak low (None: both). Nothing without sleep mode."""
         if self.settings.enable_sleep_mode:
             self.llm.wake_up(tags=tags)
+
+
+@contextlib.contextmanager
+def _kept_set_num_threads():
+    """Put ``torch.set_num_threads`` back on exit: vLLM's CPU worker replaces it by a no-op, meant
+    for its own worker processes (threads pinned to cores), which in-process there are none of."""
+    original = torch.set_num_threads
+    try:
+        yield
+    finally:
+        torch.set_num_threads = original
 
 
 @contextlib.contextmanager
