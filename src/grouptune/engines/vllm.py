@@ -99,17 +99,18 @@ class VLLMEngine:
     ):
         """Start the engine on the weights saved at ``model_path``.
 
-        ``seed`` only draws the requests sent without one. vLLM seeds the global random
-        generators (torch, numpy, random) with it while starting; their states are put back,
-        so starting an engine does not change what the training process draws afterwards.
-        ``distributed``: one engine per process of a ``torch.distributed`` run.
+        ``seed`` only draws the requests sent without one (under tensor parallelism, give the
+        processes of one group the same). ``distributed``: one engine per process of a
+        ``torch.distributed`` run. Starting leaves the training process as it was: vLLM seeds
+        the global random generators (torch, numpy, random) and, on CPU, turns
+        ``torch.set_num_threads`` into a no-op for the whole process; both are put back.
         """
         require_vllm()
         from vllm import LLM
 
         s = settings or VLLMSettings()
         self.settings = s
-        with _kept_rng_state():
+        with _kept_rng_state(), _kept_set_num_threads():
             self.llm = LLM(
                 model=model_path, tokenizer=tokenizer_path or model_path, dtype=s.dtype, seed=seed,
                 gpu_memory_utilization=s.gpu_memory_utilization, max_model_len=s.max_model_len or None,
@@ -259,6 +260,17 @@ class ColocatedVLLM:
         """Shut the engine down while the process group it runs in still exists (accelerate
         destroys it at the end of training; vLLM's own clean-up at exit would then fail)."""
         self.engine.llm.llm_engine.engine_core.shutdown()
+
+
+@contextlib.contextmanager
+def _kept_set_num_threads():
+    """Put ``torch.set_num_threads`` back on exit: vLLM's CPU worker replaces it by a no-op, meant
+    for its own worker processes (threads pinned to cores), which in-process there are none of."""
+    original = torch.set_num_threads
+    try:
+        yield
+    finally:
+        torch.set_num_threads = original
 
 
 @contextlib.contextmanager
