@@ -39,6 +39,7 @@ from grouptune.layout import DataOrder, global_groups, make_plan, seed_for
 from grouptune.methods import LossInputs, get_method, overlong_penalty, resolve_method
 from grouptune.metrics import rollout_metrics
 from grouptune.policy import build_policy, check_engine, make_accelerator, save_pretrained, sharded
+from grouptune.preflight import check_run
 from grouptune.rewards import build_reward_functions, compute_rewards
 from grouptune.rollout import Batch, completion_logprobs, pad
 from grouptune.runlog import RunLog
@@ -51,6 +52,7 @@ class TrainingError(RuntimeError):
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg = resolve_method(cfg)  # the method's defaults filled in, settings checked
+        check_run(cfg)  # every setting and path, before anything loads (grouptune.preflight)
         self.method = get_method(cfg.method.name)
         self.out = Path(cfg.log.output_dir)
         self.acc = make_accelerator(cfg)
