@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 from grouptune.config import ConfigError, config_to_yaml, iter_fields, load_config, parse_cli_value
@@ -111,9 +112,11 @@ def _fail(message: str, status: int = 2) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    """Exit status: 0 done; 1 stopped by non-finite steps (``TrainingError``); 2 refused (see
-    ``main``); 128 + N stopped by signal N (SIGTERM 143, SIGINT 130) after saving a checkpoint
-    to resume from."""
+    """Exit status: 0 done; 1 stopped by non-finite steps (``TrainingError``) or by a reward
+    function that raised or ran out of time (``RewardError``, printed after the function's own
+    traceback); 2 refused or could not write (see ``main``); 128 + N stopped by signal N
+    (SIGTERM 143, SIGINT 130) after saving a checkpoint to resume from."""
+    from grouptune.rewards import RewardError
     from grouptune.trainer import Trainer, TrainingError
 
     cfg = load_config(args.config, _overrides(args))
@@ -124,6 +127,10 @@ def _train(args: argparse.Namespace) -> int:
         trainer.train()
     except TrainingError as e:
         return _fail(f"training stopped: {e}", 1)
+    except RewardError as e:
+        if e.__cause__ is not None:  # where the user's function raised, or where it was when stopped
+            traceback.print_exception(e.__cause__, file=sys.stderr)
+        return _fail(f"reward error: {e}", 1)
     if trainer.stop_signal is not None:
         print(f"grouptune: interrupted by signal {trainer.stop_signal} at rollout batch {trainer.state['batch']}; "
               "checkpoint saved, continue with --checkpoint.resume true", file=sys.stderr)

@@ -105,6 +105,7 @@ class RewardConfig:
     on_error: str = _f("raise", "A reward function that raises: raise (stop, naming function and row) or unjudged (count the row as unjudged).", valid=("raise", "unjudged"))
     math_timeout: float = _f(5.0, "Seconds math-verify may spend on one answer before it counts as unjudged.", valid=POSITIVE)
     gsm8k_mode: str = _f("strict", "gsm8k reward: strict (`#### n` only) or flexible (last number in the completion).", valid=("strict", "flexible"))
+    timeout: float = _f(600.0, "Seconds one call of a reward function or reward model (a whole batch) may take before the run stops with an error naming it (0 = no limit).", valid=NON_NEGATIVE)
 
 
 @dataclass
