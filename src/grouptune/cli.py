@@ -92,7 +92,10 @@ class _Fmt(argparse.RawDescriptionHelpFormatter):
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status 2, with one ``grouptune:`` message and no traceback, for what the user must fix:
-    a setting, the data, an unwritable ``--output``."""
+    a setting, the data, the output directory (in use, or holding another run), an unwritable
+    ``--output``."""
+    from grouptune.rundir import OutputDirError
+
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
@@ -100,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "eval":
             return _eval(args)
         return args.run(args)
+    except OutputDirError as e:
+        return _fail(str(e))
     except ConfigError as e:
         return _fail(f"configuration error: {e}")
     except DataError as e:

@@ -165,7 +165,8 @@ class OptimConfig:
 
 @dataclass
 class LogConfig:
-    output_dir: str = _f("runs/grouptune", "Directory for checkpoints, the final model, metrics.jsonl and samples.jsonl.")
+    output_dir: str = _f("runs/grouptune", "Directory for checkpoints, the final model, metrics.jsonl and samples.jsonl; one run at a time (a lock file, run.lock, is held while a run writes).")
+    overwrite: bool = _f(False, "Start a new run in an output_dir that holds an earlier run: delete its checkpoints/, final/, metrics.jsonl, samples.jsonl, config.yaml and tracker logs when the new run starts.")
     log_every: int = _f(1, "Write metrics every N rollout batches.", valid=AT_LEAST_1)
     samples_per_log: int = _f(4, "Completions (with rewards and advantages) saved to samples.jsonl at each log.", valid=NON_NEGATIVE)
     report_to: list = _f([], "Extra trackers through accelerate: tensorboard, wandb, trackio.")

@@ -6,7 +6,8 @@ model load. A ``ConfigError`` names the setting, its value and what is allowed:
 
 - every setting against the range or choices its field allows (``config.validate``; a
   config made with ``load_config`` has been checked already, one built in Python has not);
-- settings that only make sense together (``model.load_in_4bit`` without LoRA);
+- settings that only make sense together (``log.overwrite`` with ``checkpoint.resume``,
+  ``model.load_in_4bit`` without LoRA);
 - names looked up in registries: advantage baselines and scales, data presets;
 - paths: the model and reward models (``modeling.check_model_path``: a local path that does
   not exist is reported as missing, only names shaped like ``org/name`` go to the hub), the
@@ -39,6 +40,9 @@ def check_run(cfg: TrainConfig) -> None:
 
 
 def _check_combinations(cfg: TrainConfig) -> None:
+    if cfg.checkpoint.resume and cfg.log.overwrite:
+        raise ConfigError("checkpoint.resume and log.overwrite are both set: resume continues the run in "
+                          "log.output_dir, overwrite deletes it; choose one")  # fmt: skip
     if cfg.model.load_in_4bit and cfg.model.lora_r <= 0:
         raise ConfigError("model.load_in_4bit trains LoRA adapters on 4-bit base weights (QLoRA): set model.lora_r > 0")
 

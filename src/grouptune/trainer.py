@@ -42,6 +42,7 @@ from grouptune.policy import build_policy, check_engine, make_accelerator, save_
 from grouptune.preflight import check_run
 from grouptune.rewards import build_reward_functions, compute_rewards
 from grouptune.rollout import Batch, completion_logprobs, pad
+from grouptune.rundir import claim, releasing
 from grouptune.runlog import RunLog
 
 
@@ -50,6 +51,7 @@ class TrainingError(RuntimeError):
 
 
 class Trainer:
+    @releasing(always=False)  # a run that fails to start frees its output directory
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg = resolve_method(cfg)  # the method's defaults filled in, settings checked
         check_run(cfg)  # every setting and path, before anything loads (grouptune.preflight)
@@ -58,6 +60,7 @@ class Trainer:
         self.acc = make_accelerator(cfg)
         self.plan = plan = make_plan(cfg, self.method, self.acc.num_processes)
         check_engine(self.acc, cfg, one_pass_per_step=plan.groups_per_micro == plan.groups_per_step)
+        self.run_dir = claim(cfg, self.acc)  # this run's output directory: locked, not a reused one
         torch.manual_seed(cfg.optim.seed)
         needs_ref = self.method.needs_ref_model(cfg.method)
         self.policy = build_policy(cfg, self.acc, plan.groups_per_micro * plan.group_size, needs_ref)
@@ -73,8 +76,10 @@ class Trainer:
         self.log = RunLog(cfg, self.acc)
         self.state = {"batch": 0, "cursor": 0, "optimizer_steps": 0, "bad_steps": 0}
         self.stop_signal: int | None = None  # set by SIGTERM / SIGINT during train()
+        self.run_dir.start()  # log.overwrite: the earlier run is deleted now that everything has loaded
 
     # ================================================================== the loop
+    @releasing(always=True)  # the output directory is free again when train() ends, however it ends
     def train(self) -> dict:
         cfg = self.cfg
         if cfg.checkpoint.resume:

@@ -463,7 +463,8 @@ def test_malformed_data_fails_before_training_listing_every_problem(files, tmp_p
     bad_eval = write_jsonl(tmp_path / "bad_eval.jsonl", [{"question": "1 + 1?", "answer": "2"}])
 
     overrides = {"data.train": str(bad), "data.eval": [str(bad_eval)], "reward.functions": ["gsm8k"], "method.name": "gft",
-                 "method.num_off_policy": 2, "rollout.group_size": 4}  # fmt: skip
+                 "method.num_off_policy": 2, "rollout.group_size": 4,
+                 "log.overwrite": True}  # fmt: skip  (the earlier run is deleted only once the data has loaded)
     with pytest.raises(DataError) as err:
         make_trainer(files, out, **overrides)
     where = {(Path(p.source).name, p.row, p.column) for p in err.value.problems}

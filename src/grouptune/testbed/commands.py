@@ -91,7 +91,8 @@ def demo(methods: list[str], out: Path, seed: int = 0, overrides: dict | None = 
     print("held-out accuracy of the shipped base model:\n" + format_table(before))
     rows = {}
     for method in methods:
-        cfg = testbed_config({**common, "method.name": method, "log.output_dir": str(out / method)})
+        cfg = testbed_config({**common, "method.name": method, "log.output_dir": str(out / method),
+                              "log.overwrite": True})  # a demo run again replaces its earlier runs
         print(f"\n{method}: settings in {out / method / 'config.yaml'}", flush=True)
         final = Trainer(cfg).train()
         rows[method] = {s: _split_result(final, s) for s in EVAL_SPLITS}
@@ -160,6 +161,7 @@ def compare(suite: dict, seeds: list[int], out: Path, extra: dict) -> dict:
                     **extra,
                     "optim.seed": seed,
                     "log.output_dir": str(stage_dir),
+                    "log.overwrite": True,  # a suite run again replaces its runs (their curves are read back)
                     "log.progress": False,
                 }
                 if model_path:
