@@ -1,7 +1,9 @@
 """The settings' table of allowed values (``valid`` on each field), checked when a config loads;
-file errors that name the line."""
+what a resumed run may change (``may_change``); file errors that name the line."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -10,10 +12,12 @@ from grouptune.config import (
     NotUTF8,
     Range,
     TrainConfig,
+    config_to_dict,
     decode_utf8,
     iter_fields,
     leaf_settings,
     load_config,
+    resume_changes,
     validate,
 )
 
@@ -78,6 +82,34 @@ def test_the_choices_agree_with_the_code_that_uses_them():
 def test_help_shows_the_allowed_range():
     helps = {name: help_text for name, _, _, help_text in iter_fields()}
     assert helps["optim.lr"].endswith("Allowed: > 0.") and helps["rollout.top_p"].endswith("Allowed: in (0, 1].")
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_resume_changes_refuses_what_changes_the_run_and_allows_the_rest():
+    saved = config_to_dict(load_config(overrides={"method.name": "grpo", "optim.total_batches": 10}))
+    del saved["reward"]["timeout"]  # a setting the checkpoint's grouptune did not have
+    now = load_config(overrides={"method.name": "gift", "rollout.group_size": 4, "optim.total_batches": 20,
+                                 "optim.lr": 2e-6, "checkpoint.resume": True, "reward.timeout": 5})  # fmt: skip
+    refused, allowed = resume_changes(saved, now)
+    assert refused == ["rollout.group_size: 8 -> 4", "method.name: 'grpo' -> 'gift'"]
+    assert allowed == ["optim.lr: 1e-06 -> 2e-06", "optim.total_batches: 10 -> 20"]
+
+
+def test_what_may_change_on_resume():
+    """The settings a resumed run may change, as docs/reliability.md lists them."""
+    may = {name for name, _, meta in leaf_settings(TrainConfig()) if meta["may_change"]}
+    sections = {name.split(".")[0] for name in may}
+    assert {n for n in may if n.startswith(("log.", "checkpoint."))} == {
+        f"{s}.{f.name}" for s, cls in (("log", TrainConfig().log), ("checkpoint", TrainConfig().checkpoint))
+        for f in dataclasses.fields(cls)
+    }  # fmt: skip
+    assert sections == {"model", "data", "reward", "rollout", "optim", "log", "checkpoint"}
+    assert not any(n.startswith("method.") for n in may)
+    assert {"optim.lr", "optim.total_batches"} <= may
+    assert not may & {"optim.seed", "rollout.group_size", "rollout.prompts_per_batch", "optim.steps_per_rollout",
+                      "model.name_or_path", "data.train", "reward.functions", "rollout.temperature"}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- files

@@ -92,8 +92,9 @@ class _Fmt(argparse.RawDescriptionHelpFormatter):
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status 2, with one ``grouptune:`` message and no traceback, for what the user must fix:
-    a setting, the data, the output directory (in use, or holding another run), an unwritable
-    ``--output``."""
+    a setting, the data, the output directory (in use, or holding another run), a checkpoint
+    that cannot be read or written (disk full, permissions), an unwritable ``--output``."""
+    from grouptune.checkpoint import CheckpointError
     from grouptune.rundir import OutputDirError
 
     args = build_parser().parse_args(argv)
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"configuration error: {e}")
     except DataError as e:
         return _fail(f"data error: {e}")
+    except CheckpointError as e:
+        return _fail(str(e) if str(e).startswith("could not write") else f"checkpoint error: {e}")
 
 
 def _fail(message: str, status: int = 2) -> int:

@@ -48,13 +48,14 @@ AT_LEAST_1 = Range(1)
 UNIT = Range(0, 1)  # [0, 1]
 
 
-def _f(default: Any, help: str, *, valid: Range | tuple | None = None, **kw: Any) -> Any:
+def _f(default: Any, help: str, *, valid: Range | tuple | None = None, may_change: bool = False, **kw: Any) -> Any:
     """A dataclass field with its one piece of documentation.
 
     ``valid``: the values it allows, checked when the config loads (``validate``): a ``Range``
-    for numbers, a tuple of choices for text.
+    for numbers, a tuple of choices for text. ``may_change``: a setting a resumed run may
+    change (``resume_changes``); every other setting must match the checkpoint's.
     """
-    metadata = {"help": help, "valid": valid}
+    metadata = {"help": help, "valid": valid, "may_change": may_change}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=metadata, **kw)
     return field(default=default, metadata=metadata, **kw)
@@ -68,24 +69,24 @@ class ConfigError(ValueError):
 class ModelConfig:
     name_or_path: str = _f("", "Hugging Face model id (org/name) or local directory of the policy (and of the initial reference).")
     dtype: str = _f("float32", "Parameter dtype: float32, bfloat16 or float16.", valid=("float32", "bfloat16", "float16"))
-    mixed_precision: str = _f("", "Autocast through accelerate: bf16, fp16 or no (empty = the launcher's setting, else no). Weights stay in `dtype`.", valid=("", "no", "bf16", "fp16"))
-    trust_remote_code: bool = _f(False, "Allow model/tokenizer code from the checkpoint's repository. Off unless you trust it.")
-    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
-    ref_on_cpu: bool = _f(False, "Keep the frozen reference model on CPU (saves accelerator memory, costs time).")
+    mixed_precision: str = _f("", "Autocast through accelerate: bf16, fp16 or no (empty = the launcher's setting, else no). Weights stay in `dtype`.", valid=("", "no", "bf16", "fp16"), may_change=True)
+    trust_remote_code: bool = _f(False, "Allow model/tokenizer code from the checkpoint's repository. Off unless you trust it.", may_change=True)
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.", may_change=True)
+    ref_on_cpu: bool = _f(False, "Keep the frozen reference model on CPU (saves accelerator memory, costs time).", may_change=True)
     lora_r: int = _f(0, "LoRA rank; 0 trains all weights. With LoRA the reference is the base model with the adapter disabled.", valid=NON_NEGATIVE)
     lora_alpha: int = _f(16, "LoRA alpha.", valid=POSITIVE)
     lora_dropout: float = _f(0.0, "LoRA dropout.", valid=Range(0, 1, open_high=True))
     lora_target_modules: list = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "Module names LoRA adapts.")
-    merge_lora_on_save: bool = _f(False, "Merge the LoRA adapter into a full model when saving the final model.")
+    merge_lora_on_save: bool = _f(False, "Merge the LoRA adapter into a full model when saving the final model.", may_change=True)
     load_in_4bit: bool = _f(False, "QLoRA: load the frozen base weights in 4-bit NF4 through bitsandbytes (a CUDA GPU; needs lora_r > 0); compute in `dtype`.")
 
 
 @dataclass
 class DataConfig:
     train: str = _f("", "Training data: a local .jsonl/.json/.parquet/.csv file or a Hugging Face data set name.")
-    eval: list = _f([], "Held-out evaluation data sets (same forms as `train`), each reported on its own; empty disables evaluation.")
+    eval: list = _f([], "Held-out evaluation data sets (same forms as `train`), each reported on its own; empty disables evaluation.", may_change=True)
     train_split: str = _f("train", "Split to read when `train` is a hub data set.")
-    eval_split: str = _f("test", "Split to read when `eval` is a hub data set.")
+    eval_split: str = _f("test", "Split to read when `eval` is a hub data set.", may_change=True)
     preset: str = _f("", "Column preset: gsm8k, math, math500, numina, dapo_math; empty uses the column names below.")
     prompt_column: str = _f("prompt", "Column holding the prompt (a string or a list of chat messages).")
     answer_column: str = _f("answer", "Column holding the verifier's gold answer.")
@@ -95,17 +96,17 @@ class DataConfig:
     chat_template: bool = _f(True, "Apply the tokenizer's chat template when the tokenizer has one.")
     max_prompt_length: int = _f(1024, "Longest prompt in tokens.", valid=AT_LEAST_1)
     long_prompts: str = _f("drop", "What to do with longer prompts: drop, truncate (keep the end) or error.", valid=("drop", "truncate", "error"))
-    max_eval_examples: int = _f(0, "Evaluate on at most this many held-out examples (0 = all).", valid=NON_NEGATIVE)
+    max_eval_examples: int = _f(0, "Evaluate on at most this many held-out examples (0 = all).", valid=NON_NEGATIVE, may_change=True)
 
 
 @dataclass
 class RewardConfig:
     functions: list = _f(["math"], "Reward functions: math, gsm8k, exact_match, a reward model path (rm:PATH), or a user function (pkg.mod:fn or file.py:fn).")
     weights: list = _f([], "One weight per reward function (default: all 1.0).")
-    on_error: str = _f("raise", "A reward function that raises: raise (stop, naming function and row) or unjudged (count the row as unjudged).", valid=("raise", "unjudged"))
-    math_timeout: float = _f(5.0, "Seconds math-verify may spend on one answer before it counts as unjudged.", valid=POSITIVE)
+    on_error: str = _f("raise", "A reward function that raises: raise (stop, naming function and row) or unjudged (count the row as unjudged).", valid=("raise", "unjudged"), may_change=True)
+    math_timeout: float = _f(5.0, "Seconds math-verify may spend on one answer before it counts as unjudged.", valid=POSITIVE, may_change=True)
     gsm8k_mode: str = _f("strict", "gsm8k reward: strict (`#### n` only) or flexible (last number in the completion).", valid=("strict", "flexible"))
-    timeout: float = _f(600.0, "Seconds one call of a reward function or reward model (a whole batch) may take before the run stops with an error naming it (0 = no limit).", valid=NON_NEGATIVE)
+    timeout: float = _f(600.0, "Seconds one call of a reward function or reward model (a whole batch) may take before the run stops with an error naming it (0 = no limit).", valid=NON_NEGATIVE, may_change=True)
 
 
 @dataclass
@@ -116,7 +117,7 @@ class RolloutConfig:
     top_p: float = _f(1.0, "Nucleus sampling threshold.", valid=Range(0, 1, open_low=True))
     max_new_tokens: int = _f(2048, "Longest completion in tokens (official GFT: 2048); longer ones are cut and counted as truncated.", valid=AT_LEAST_1)
     mask_truncated: bool = _f(False, "Leave truncated completions out of the loss (they still count in the group statistics).")
-    generation_batch_size: int = _f(0, "Sequences generated at once per process (0 = the whole rollout batch).", valid=NON_NEGATIVE)
+    generation_batch_size: int = _f(0, "Sequences generated at once per process (0 = the whole rollout batch).", valid=NON_NEGATIVE, may_change=True)
 
 
 @dataclass
@@ -149,39 +150,39 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = _f(1e-6, "Learning rate (official GFT 1e-6, GIFT 3e-6).", valid=POSITIVE)
+    lr: float = _f(1e-6, "Learning rate (official GFT 1e-6, GIFT 3e-6). A resumed run may change it: the new value is applied to the optimizer and its schedule.", valid=POSITIVE, may_change=True)
     weight_decay: float = _f(0.01, "AdamW weight decay.", valid=NON_NEGATIVE)
     adam_beta1: float = _f(0.9, "AdamW beta1.", valid=Range(0, 1, open_high=True))
     adam_beta2: float = _f(0.999, "AdamW beta2.", valid=Range(0, 1, open_high=True))
     max_grad_norm: float = _f(1.0, "Gradient-norm clip (0 = off).", valid=NON_NEGATIVE)
     scheduler: str = _f("constant", "Learning-rate schedule: constant, linear or cosine (after warmup).", valid=("constant", "linear", "cosine"))
     warmup_steps: int = _f(0, "Optimizer steps of linear warmup.", valid=NON_NEGATIVE)
-    total_batches: int = _f(100, "Rollout batches to train for.", valid=AT_LEAST_1)
+    total_batches: int = _f(100, "Rollout batches to train for.", valid=AT_LEAST_1, may_change=True)
     steps_per_rollout: int = _f(4, "Optimizer steps per rollout batch: the batch is split into this many mini-batches of whole groups.", valid=AT_LEAST_1)
-    micro_batch_groups: int = _f(0, "Groups per forward/backward pass (gradient accumulation); 0 = a whole mini-batch at once.", valid=NON_NEGATIVE)
+    micro_batch_groups: int = _f(0, "Groups per forward/backward pass (gradient accumulation); 0 = a whole mini-batch at once.", valid=NON_NEGATIVE, may_change=True)
     seed: int = _f(0, "Seed for data order, sampling and initialisation.")
-    max_bad_steps: int = _f(3, "Stop after this many optimizer steps in a row with a non-finite loss or gradient (each is skipped).", valid=AT_LEAST_1)
+    max_bad_steps: int = _f(3, "Stop after this many optimizer steps in a row with a non-finite loss or gradient (each is skipped).", valid=AT_LEAST_1, may_change=True)
 
 
 @dataclass
 class LogConfig:
-    output_dir: str = _f("runs/grouptune", "Directory for checkpoints, the final model, metrics.jsonl and samples.jsonl; one run at a time (a lock file, run.lock, is held while a run writes).")
-    overwrite: bool = _f(False, "Start a new run in an output_dir that holds an earlier run: delete its checkpoints/, final/, metrics.jsonl, samples.jsonl, config.yaml and tracker logs when the new run starts.")
-    log_every: int = _f(1, "Write metrics every N rollout batches.", valid=AT_LEAST_1)
-    samples_per_log: int = _f(4, "Completions (with rewards and advantages) saved to samples.jsonl at each log.", valid=NON_NEGATIVE)
-    report_to: list = _f([], "Extra trackers through accelerate: tensorboard, wandb, trackio.")
-    eval_every: int = _f(0, "Evaluate on `data.eval` every N rollout batches (0 = only at the end).", valid=NON_NEGATIVE)
-    eval_samples: int = _f(4, "k: samples per held-out prompt for avg@k and pass@k (0 = greedy only).", valid=NON_NEGATIVE)
-    eval_temperature: float = _f(1.0, "Temperature of the evaluation samples.", valid=POSITIVE)
-    progress: bool = _f(True, "Show a progress bar.")
+    output_dir: str = _f("runs/grouptune", "Directory for checkpoints, the final model, metrics.jsonl and samples.jsonl; one run at a time (a lock file, run.lock, is held while a run writes).", may_change=True)
+    overwrite: bool = _f(False, "Start a new run in an output_dir that holds an earlier run: delete its checkpoints/, final/, metrics.jsonl, samples.jsonl, config.yaml and tracker logs when the new run starts.", may_change=True)
+    log_every: int = _f(1, "Write metrics every N rollout batches.", valid=AT_LEAST_1, may_change=True)
+    samples_per_log: int = _f(4, "Completions (with rewards and advantages) saved to samples.jsonl at each log.", valid=NON_NEGATIVE, may_change=True)
+    report_to: list = _f([], "Extra trackers through accelerate: tensorboard, wandb, trackio.", may_change=True)
+    eval_every: int = _f(0, "Evaluate on `data.eval` every N rollout batches (0 = only at the end).", valid=NON_NEGATIVE, may_change=True)
+    eval_samples: int = _f(4, "k: samples per held-out prompt for avg@k and pass@k (0 = greedy only).", valid=NON_NEGATIVE, may_change=True)
+    eval_temperature: float = _f(1.0, "Temperature of the evaluation samples.", valid=POSITIVE, may_change=True)
+    progress: bool = _f(True, "Show a progress bar.", may_change=True)
 
 
 @dataclass
 class CheckpointConfig:
-    save_every: int = _f(0, "Save a resumable checkpoint every N rollout batches (0 = only on interruption).", valid=NON_NEGATIVE)
-    keep_last: int = _f(2, "Resumable checkpoints kept on disk (0 = all).", valid=NON_NEGATIVE)
-    resume: bool = _f(False, "Continue from the latest complete checkpoint in output_dir.")
-    save_final: bool = _f(True, "Save the final model (Hugging Face format, tokenizer included) to output_dir/final.")
+    save_every: int = _f(0, "Save a resumable checkpoint every N rollout batches (0 = only on interruption).", valid=NON_NEGATIVE, may_change=True)
+    keep_last: int = _f(2, "Resumable checkpoints kept on disk (0 = all).", valid=NON_NEGATIVE, may_change=True)
+    resume: bool = _f(False, "Continue from the latest complete checkpoint in output_dir that passes its integrity check.", may_change=True)
+    save_final: bool = _f(True, "Save the final model (Hugging Face format, tokenizer included) to output_dir/final.", may_change=True)
 
 
 @dataclass
@@ -373,6 +374,32 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(problems[0])
     if problems:
         raise ConfigError(f"{len(problems)} settings out of range:\n  " + "\n  ".join(problems))
+
+
+NOT_COMPARED = ("checkpoint.resume", "log.overwrite")  # how a run starts, not what it is
+
+
+def resume_changes(saved: dict, cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    """Settings of ``cfg`` that differ from ``saved`` (a checkpoint's resolved config as a
+    nested dict), as ``"name: old -> new"``: ``(refused, allowed)``. Allowed are the settings
+    marked ``may_change``; every other one changes what the run means. Settings the saved
+    config does not have (added since) are not compared."""
+    before = _flat(saved)
+    refused, allowed = [], []
+    for name, value, meta in leaf_settings(cfg):
+        if name in before and before[name] != value and name not in NOT_COMPARED:
+            (allowed if meta.get("may_change") else refused).append(f"{name}: {before[name]!r} -> {value!r}")
+    return refused, allowed
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 
 from grouptune import checkpoint as ckpt
+from grouptune import resume
 from grouptune.advantages import group_advantages, group_has_spread
-from grouptune.config import ConfigError, TrainConfig
+from grouptune.config import TrainConfig, config_to_dict
 from grouptune.data import Example, load_run_data, reward_columns
 from grouptune.engines import Generations
 from grouptune.engines.transformers import TransformersEngine
@@ -61,6 +62,7 @@ class Trainer:
         self.plan = plan = make_plan(cfg, self.method, self.acc.num_processes)
         check_engine(self.acc, cfg, one_pass_per_step=plan.groups_per_micro == plan.groups_per_step)
         self.run_dir = claim(cfg, self.acc)  # this run's output directory: locked, not a reused one
+        self.resuming = resume.prepare(cfg, self.acc)  # (checkpoint, changed settings): checked before loading
         torch.manual_seed(cfg.optim.seed)
         needs_ref = self.method.needs_ref_model(cfg.method)
         self.policy = build_policy(cfg, self.acc, plan.groups_per_micro * plan.group_size, needs_ref)
@@ -442,16 +444,15 @@ class Trainer:
         path = ckpt.checkpoint_dir(self.out, self.state["batch"])
         ckpt.save_checkpoint(
             path, self.acc.unwrap_model(self.model), self._bare_optimizer(), self.scheduler, self.state,
-            keep_last=self.cfg.checkpoint.keep_last,
+            keep_last=self.cfg.checkpoint.keep_last, config=config_to_dict(self.cfg),
         )  # fmt: skip
         self.acc.wait_for_everyone()
 
     def _resume(self) -> None:
-        path = ckpt.latest_checkpoint(self.out)
-        if path is None:
-            raise ConfigError(f"checkpoint.resume: no complete checkpoint under {self.out / 'checkpoints'}")
+        path, changed = self.resuming  # the newest checkpoint that verifies; settings it allows to change
         model = self.acc.unwrap_model(self.model)
         self.state = ckpt.load_checkpoint(path, model, self._bare_optimizer(), self.scheduler)
+        resume.apply_changes(changed, self.scheduler, self.cfg)  # a new optim.lr goes into the optimizer
         self.log.drop_after(self.state["batch"])
         self.acc.print(f"resumed from {path} (rollout batch {self.state['batch']})")
 
@@ -460,9 +461,12 @@ class Trainer:
         return getattr(self.optimizer, "optimizer", self.optimizer)
 
     def save_final(self) -> Path:
-        path = self.out / "final"
-        save_pretrained(self.acc, self.policy, self.cfg.model, path)
-        return path
+        """The final model, written whole or not at all; if that fails, a checkpoint to finish from."""
+        try:
+            save_pretrained(self.acc, self.policy, self.cfg.model, self.out / "final")
+        except ckpt.CheckpointWriteError as e:
+            raise resume.final_save_failed(self, e) from None
+        return self.out / "final"
 
 
 # ----------------------------------------------------------------------------- helpers
