@@ -11,7 +11,7 @@ model load. A ``ConfigError`` names the setting, its value and what is allowed:
 - names looked up in registries: advantage baselines and scales, data presets;
 - paths: the model and reward models (``modeling.check_model_path``: a local path that does
   not exist is reported as missing, only names shaped like ``org/name`` go to the hub), the
-  files of user reward functions, the training data setting, the output directory setting.
+  files of user reward functions, local data files, the output directory setting.
 
 The batch arithmetic (``layout.make_plan``) and what the distributed engine cannot do
 (``policy.check_engine``) are checked by the trainer right after, also before any loading.
@@ -59,6 +59,7 @@ def _check_registries(cfg: TrainConfig) -> None:
 
 
 def _check_paths(cfg: TrainConfig) -> None:
+    from grouptune.data import LOCAL_FORMATS
     from grouptune.modeling import check_model_path
 
     if not cfg.data.train:
@@ -66,6 +67,11 @@ def _check_paths(cfg: TrainConfig) -> None:
     if not cfg.log.output_dir:
         raise ConfigError("log.output_dir is required: the directory the run writes to")
     check_model_path(cfg.model.name_or_path, "model.name_or_path")
+    named = [("data.train", cfg.data.train)] + [(f"data.eval[{i}]", s) for i, s in enumerate(cfg.data.eval)]
+    for setting, source in named:  # a local data file (by its suffix) that is not there
+        path = Path(source).expanduser()
+        if path.suffix.lower() in LOCAL_FORMATS and not path.is_file():
+            raise ConfigError(f"{setting}: file not found: {path.resolve()}")
 
 
 def _check_rewards(cfg: TrainConfig) -> None:

@@ -449,6 +449,7 @@ BAD_SETTINGS = {
     "no steps per rollout": ({"optim.steps_per_rollout": 0}, "optim.steps_per_rollout = 0: must be >= 1"),
     "missing local model": ({"model.name_or_path": "runs/never/final"}, "model.name_or_path: runs/never/final does not exist"),
     "unknown choice": ({"optim.scheduler": "cosinus"}, "optim.scheduler = 'cosinus': must be one of 'constant', 'linear', 'cosine'"),
+    "missing data file": ({"data.train": "data/trian.jsonl"}, "data.train: file not found: "),
 }  # fmt: skip
 
 
