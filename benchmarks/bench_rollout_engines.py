@@ -239,7 +239,7 @@ def markdown(summary: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--repeats", type=int, default=2, help="processes per case, interleaved across engines")
@@ -260,7 +260,11 @@ def main() -> None:
         action="store_true",
         help="recompute the summary and the Markdown from the raw results at --out",
     )
-    a = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    a = parse_args()
     if a.render:
         saved = json.loads(Path(a.out).read_text())
         saved["summary"] = summarise(saved["raw"])

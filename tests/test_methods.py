@@ -106,9 +106,9 @@ def test_the_gft_papers_other_baselines_resolve_their_official_defaults():
     assert resolved(name="gft", loss_normalizer="micro_batch").loss_normalizer == "micro_batch"
     for bad, message in (({"dual_clip": 0.5}, "method.dual_clip must be 0 .off. or greater than 1"),
                          ({"chord_expert_per_group": 0}, "method.chord_expert_per_group must be >= 1"),
-                         ({"name": "luffy", "luffy_normalizer": -1.0}, "method.luffy_normalizer must be positive"),
+                         ({"name": "luffy", "luffy_normalizer": 0.0}, "method.luffy_normalizer must be positive"),
                          ({"adv_scale": "rank"}, "method.adv_scale: expected group or batch or none"),
-                         ({"loss_normalizer": "batch"}, "method.loss_normalizer: expected step or micro_batch")):  # fmt: skip
+                         ({"loss_normalizer": "batch"}, "method.loss_normalizer = 'batch': must be one of 'step', 'micro_batch'")):  # fmt: skip
         with pytest.raises(ConfigError, match=message):
             resolved(**{"name": "grpo", **bad})
 

@@ -5,7 +5,9 @@ Nothing here unpickles: a checkpoint directory holds
     model.safetensors        trainable state of the policy (the LoRA adapter only, with LoRA)
     optimizer.safetensors    the optimizer's tensors, keyed ``state/<parameter name>/<name>``
     rng.safetensors          every process's torch CPU (and CUDA) generator state
-    state.json               optimizer scalars and param groups, scheduler, trainer counters
+    state.json               optimizer scalars and param groups, scheduler, trainer counters,
+                             the run's resolved config (compared on resume)
+    manifest.json            size and sha256 of every other file, written last
 
 The state is the *full* one, whatever the engine: under FSDP each process holds a shard of
 the weights and of the optimizer state, and ``torch.distributed.checkpoint.state_dict``
@@ -16,13 +18,22 @@ not depend on the engine or the number of processes that wrote it. Without a pro
 
 Writes are atomic: a checkpoint is written into ``<name>.tmp`` and renamed when complete,
 so a crash while saving leaves the previous checkpoint as the latest complete one; the next
-save removes such leftovers. Every file is flushed to disk before the rename.
+save removes such leftovers. Every file is flushed to disk before the rename. A save that
+fails (disk full, permissions) removes its temporary directory and raises
+``CheckpointWriteError`` saying which checkpoint is still the latest. The final model is
+written the same way (``grouptune.manifest``).
+
+Integrity: ``manifest.json`` lists every file with its size and sha256, computed from the
+files as written (read back) and written last, before the rename. ``manifest.verify``
+checks a checkpoint against it; ``resumable_checkpoint`` returns the newest checkpoint that passes
+and says why each newer one did not. Every read names its file when it fails
+(``CheckpointError``). Hashing reads every file once per save and once per resume (about
+1 GB/s per core).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -30,6 +41,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -39,20 +51,36 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from grouptune.manifest import fresh_tmp, publish, verify, write_json
+
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+WRITE_ERRORS = (OSError, SafetensorError)  # what a full disk or a read-only file system raises
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be read, verified or written; the message names the file."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """Writing a checkpoint (or the final model) failed; the previous checkpoint is intact."""
 
 
 def checkpoint_dir(output_dir: str | Path, batch: int) -> Path:
     return Path(output_dir) / "checkpoints" / f"checkpoint-{batch:07d}"
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint (``state.json`` present, no ``.tmp`` suffix), or None."""
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints (``state.json`` present, no ``.tmp`` suffix), newest first."""
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
-        return None
+        return []
     done = [p for p in root.iterdir() if CKPT_RE.match(p.name) and (p / "state.json").is_file()]
-    return max(done, key=lambda p: int(CKPT_RE.match(p.name).group(1)), default=None)
+    return sorted(done, key=lambda p: int(CKPT_RE.match(p.name).group(1)), reverse=True)
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint, or None (not verified: see ``resumable_checkpoint``)."""
+    return next(iter(complete_checkpoints(output_dir)), None)
 
 
 def _distributed() -> bool:
@@ -202,41 +230,63 @@ def _rng_states() -> dict[str, torch.Tensor]:
     return {f"rank{r}/{k}": v for r, states in enumerate(every) for k, v in states.items()}
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, trainer_state: dict, keep_last: int = 0) -> Path:
+def save_checkpoint(
+    path: Path, model, optimizer, scheduler, trainer_state: dict, keep_last: int = 0, config: dict | None = None
+) -> Path:
     """Write a checkpoint atomically to ``path``; then keep only the ``keep_last`` newest.
 
     Called by every process (the state is gathered over them); the main process writes.
-    ``model`` is the unwrapped model (the FSDP-sharded module itself under FSDP).
+    ``model`` is the unwrapped model (the FSDP-sharded module itself under FSDP). ``config``:
+    the run's resolved config, compared with the resuming run's. A write that fails raises
+    ``CheckpointWriteError`` on every process, with nothing of this checkpoint left behind.
     """
     weights, optim = _full_state(model, optimizer)
     rng = _rng_states()
-    if not _is_main():
-        return path
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file(weights, tmp / "model.safetensors")
-    opt_tensors, opt_meta = _optimizer_to_files(optim)
-    save_file(opt_tensors, tmp / "optimizer.safetensors")
-    save_file(rng, tmp / "rng.safetensors")
-    state = {
-        "trainer": trainer_state,
-        "optimizer": opt_meta,
-        "scheduler": scheduler.state_dict(),
-        "python_random": _py_random_state(),
-        "processes": dist.get_world_size() if _distributed() else 1,
-    }
-    for f in tmp.iterdir():  # on disk before the rename makes the checkpoint visible
-        _fsync(f)
-    _write_json(tmp / "state.json", state)  # written last: its presence marks a complete checkpoint
-    _fsync(tmp)
-    if path.exists():  # the same batch saved again: set the old copy aside, never delete it first
-        os.replace(path, path.with_name(path.name + ".old"))
-    os.replace(tmp, path)
-    _fsync(path.parent)
-    _prune(path.parent, keep_last)
+    problem = [None]
+    if _is_main():
+        state = {
+            "trainer": trainer_state,
+            "scheduler": scheduler.state_dict(),
+            "python_random": _py_random_state(),
+            "processes": dist.get_world_size() if _distributed() else 1,
+            "config": config,
+        }
+        problem = [_write(path, weights, optim, rng, state)]
+    if _distributed():  # every process raises, none waits for a collective that never comes
+        dist.broadcast_object_list(problem, src=0)
+    if problem[0]:
+        raise CheckpointWriteError(problem[0])
+    if _is_main():
+        _prune(path.parent, keep_last)
     return path
+
+
+def _write(path: Path, weights: dict, optim: dict, rng: dict, state: dict) -> str | None:
+    """Write the checkpoint's files into ``<path>.tmp``, then publish it; why it failed, or None."""
+    tmp = None
+    try:
+        tmp = fresh_tmp(path)
+        save_file(weights, tmp / "model.safetensors")
+        opt_tensors, state["optimizer"] = _optimizer_to_files(optim)
+        save_file(opt_tensors, tmp / "optimizer.safetensors")
+        save_file(rng, tmp / "rng.safetensors")
+        write_json(tmp / "state.json", state)  # its presence marks a complete checkpoint
+        publish(tmp, path)  # the manifest last, then the rename
+    except WRITE_ERRORS as exc:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk gets its space back
+        before = latest_checkpoint(path.parent.parent)
+        intact = f"the previous checkpoint {before} is intact" if before else "there is no earlier checkpoint"
+        return f"could not write checkpoint {path}: {write_error_reason(exc)}; {intact}"
+    return None
+
+
+def write_error_reason(exc: BaseException) -> str:
+    """A short reason for a failed write (safetensors wraps the OS error in its own text)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    found = re.search(r'message: "([^"]+)"', str(exc))
+    return found.group(1) if found else f"{type(exc).__name__}: {exc}"
 
 
 def _prune(root: Path, keep_last: int) -> None:
@@ -250,28 +300,62 @@ def _prune(root: Path, keep_last: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+# ------------------------------------------------------------------ reading
+
+
+def read_state(path: Path) -> dict:
+    """A checkpoint's ``state.json``; ``CheckpointError`` naming the file if it cannot be read."""
+    file = path / "state.json"
+    try:
+        state = json.loads(file.read_text())
+        for key in ("trainer", "optimizer", "scheduler", "python_random", "processes"):
+            state[key]  # noqa: B018 - every key must be there
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{file}: cannot read: {type(e).__name__}: {e}") from None
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{file}: not a grouptune checkpoint state (no {e})") from None
+    return state
+
+
+def _tensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(file)
+    except (OSError, SafetensorError, ValueError) as e:
+        raise CheckpointError(f"{file}: cannot read: {type(e).__name__}: {e}") from None
+
+
+def resumable_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[str]]:
+    """The newest complete checkpoint that passes ``verify``, and what is wrong with each newer one."""
+    skipped = []
+    for path in complete_checkpoints(output_dir):
+        problem = verify(path)
+        if problem is None:
+            return path, skipped
+        skipped.append(problem)
+    return None, skipped
+
+
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     """Restore model, optimizer, scheduler and RNG from ``path``; return the trainer counters.
 
     Called by every process: the main process reads the tensors and broadcasts them, each
     process keeps its shard (FSDP) or a full copy; under ZeRO every process reads them and
-    writes its own partitions. The small files are read by every process.
+    writes its own partitions. The small files are read by every process. A file that cannot
+    be read is a ``CheckpointError`` naming it, on every process.
     """
-    state = json.loads((path / "state.json").read_text())
     zero = _is_zero(optimizer)  # every process reads the files: each writes its own partitions
     broadcast = _distributed() and not zero
     weights, optim, problem = {}, {}, [None]
-    if _is_main() or zero:
-        weights = load_file(path / "model.safetensors")
-        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-        unknown, missing = set(weights) - set(model.state_dict()), trainable - set(weights)
-        if unknown or missing:
-            problem = [f"{path}: checkpoint weights do not match the model (e.g. {sorted(unknown or missing)[:3]})"]
-        optim = _optimizer_from_files(load_file(path / "optimizer.safetensors"), state["optimizer"])
+    try:
+        state = read_state(path)
+        if _is_main() or zero:
+            weights, optim = _read_tensors(path, model, state)
+    except CheckpointError as e:
+        problem = [str(e)]
     if broadcast:  # every process raises, none waits for a broadcast that never comes
         dist.broadcast_object_list(problem, src=0)
     if problem[0]:
-        raise ValueError(problem[0])
+        raise CheckpointError(problem[0])
     if zero:
         _zero_load(model, optimizer, weights, optim)
     else:
@@ -279,10 +363,38 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
         set_model_state_dict(model, weights, options=options)
         set_optimizer_state_dict(model, optimizer, optim, options=options)
     scheduler.load_state_dict(state["scheduler"])
-    _restore_rng(load_file(path / "rng.safetensors"), saved_by=state["processes"])
+    _restore_rng(_tensors(path / "rng.safetensors"), saved_by=state["processes"])
     version, internal, gauss = state["python_random"]
     random.setstate((version, tuple(internal), gauss))
     return state["trainer"]
+
+
+def _read_tensors(path: Path, model, state: dict) -> tuple[dict, dict]:
+    weights = _tensors(path / "model.safetensors")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    unknown, missing = set(weights) - set(model.state_dict()), trainable - set(weights)
+    if unknown or missing:
+        raise CheckpointError(
+            f"{path / 'model.safetensors'}: checkpoint weights do not match the model "
+            f"(e.g. {sorted(unknown or missing)[:3]})"
+        )
+    try:
+        optim = _optimizer_from_files(_tensors(path / "optimizer.safetensors"), state["optimizer"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path / 'optimizer.safetensors'}: optimizer state does not parse ({e})") from None
+    return weights, optim
+
+
+def set_learning_rate(scheduler, lr: float) -> None:
+    """A new base learning rate for a resumed run: the scheduler's base and every param group's
+    current rate, at the scheduler's position in its schedule (warm-up, decay) as it stands."""
+    groups = scheduler.optimizer.param_groups
+    scheduler.base_lrs = [lr for _ in groups]
+    factors = [f(scheduler.last_epoch) for f in scheduler.lr_lambdas]
+    for group, factor in zip(groups, factors):
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor
+    scheduler._last_lr = [group["lr"] for group in groups]
 
 
 def _restore_rng(rng: dict[str, torch.Tensor], saved_by: int) -> None:
@@ -297,19 +409,3 @@ def _restore_rng(rng: dict[str, torch.Tensor], saved_by: int) -> None:
 def _py_random_state() -> list:
     version, internal, gauss = random.getstate()
     return [version, list(internal), gauss]
-
-
-def _write_json(path: Path, obj) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's (or a directory's entries') data to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 
 from grouptune.config import ConfigError, config_to_yaml, iter_fields, load_config, parse_cli_value
 from grouptune.data import DataError
@@ -39,11 +43,17 @@ def _add_config_options(parser: argparse.ArgumentParser, sections: tuple[str, ..
 
 def _overrides(args: argparse.Namespace) -> dict:
     """Dotted options given on the command line, parsed by the type of their field."""
+    import yaml
+
     types = {name: type_name for name, type_name, _, _ in iter_fields()}
     out = {}
     for key, raw in vars(args).items():
         if key in types:
-            out[key] = raw if types[key] == "str" else parse_cli_value(raw)
+            try:
+                out[key] = raw if types[key] == "str" else parse_cli_value(raw)
+            except yaml.YAMLError as e:
+                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                raise ConfigError(f"--{key} {raw!r}: cannot be read as a value ({problem})") from None
     return out
 
 
@@ -89,6 +99,12 @@ class _Fmt(argparse.RawDescriptionHelpFormatter):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 2, with one ``grouptune:`` message and no traceback, for what the user must fix:
+    a setting, the data, the output directory (in use, or holding another run), a checkpoint
+    that cannot be read or written (disk full, permissions), an unwritable ``--output``."""
+    from grouptune.checkpoint import CheckpointError
+    from grouptune.rundir import OutputDirError
+
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
@@ -96,18 +112,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "eval":
             return _eval(args)
         return args.run(args)
+    except OutputDirError as e:
+        return _fail(str(e))
     except ConfigError as e:
-        print(f"grouptune: configuration error: {e}", file=sys.stderr)
-        return 2
+        return _fail(f"configuration error: {e}")
     except DataError as e:
-        print(f"grouptune: data error: {e}", file=sys.stderr)
-        return 2
+        return _fail(f"data error: {e}")
+    except CheckpointError as e:
+        return _fail(str(e) if str(e).startswith("could not write") else f"checkpoint error: {e}")
+
+
+def _fail(message: str, status: int = 2) -> int:
+    print(f"grouptune: {message}", file=sys.stderr, flush=True)
+    return status
 
 
 def _train(args: argparse.Namespace) -> int:
-    """Exit status: 0 done; 1 stopped by non-finite steps (``TrainingError``); 128 + N stopped
-    by signal N (SIGTERM 143, SIGINT 130) after saving a checkpoint to resume from. A config
-    with ``stages`` runs them in order (``grouptune.pipeline``), stopping at the first that fails."""
+    """Exit status: 0 done; 1 stopped by non-finite steps (``TrainingError``) or by a reward
+    function that raised or ran out of time (``RewardError``, printed after the function's own
+    traceback); 2 refused or could not write (see ``main``); 128 + N stopped by signal N
+    (SIGTERM 143, SIGINT 130) after saving a checkpoint to resume from. A config with ``stages``
+    runs them in order (``grouptune.pipeline``), stopping at the first that fails."""
     from grouptune.pipeline import finished, stage_configs
 
     stages = stage_configs(args.config, _overrides(args))
@@ -126,6 +151,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_one(cfg) -> int:
+    from grouptune.rewards import RewardError
     from grouptune.trainer import Trainer, TrainingError
 
     trainer = Trainer(cfg)
@@ -134,8 +160,11 @@ def _train_one(cfg) -> int:
     try:
         trainer.train()
     except TrainingError as e:
-        print(f"grouptune: training stopped: {e}", file=sys.stderr)
-        return 1
+        return _fail(f"training stopped: {e}", 1)
+    except RewardError as e:
+        if e.__cause__ is not None:  # where the user's function raised, or where it was when stopped
+            traceback.print_exception(e.__cause__, file=sys.stderr)
+        return _fail(f"reward error: {e}", 1)
     if trainer.stop_signal is not None:
         print(f"grouptune: interrupted by signal {trainer.stop_signal} at rollout batch {trainer.state['batch']}; "
               "checkpoint saved, continue with --checkpoint.resume true", file=sys.stderr)
@@ -148,6 +177,8 @@ def _eval(args: argparse.Namespace) -> int:
     from grouptune.metrics import format_table
 
     cfg = load_config(args.config, _overrides(args))
+    if args.output:
+        _check_writable(Path(args.output))  # before the evaluation, not after it
     suite = args.suite or cfg.log.eval_suite
     if suite:
         from grouptune.suites import format_suite_table, parse_sources, run_suite
@@ -159,9 +190,26 @@ def _eval(args: argparse.Namespace) -> int:
         results = evaluate_model(cfg)
         print(format_table(results))
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(results, f, indent=2)
+        tmp = Path(args.output).with_name(Path(args.output).name + ".tmp")
+        tmp.write_text(json.dumps(results, indent=2))
+        os.replace(tmp, args.output)
     return 0
+
+
+def _check_writable(path: Path) -> None:
+    """``ConfigError`` unless a file can be written at ``path`` (its directory exists and takes files)."""
+    where = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ConfigError(f"--output {path}: is a directory; name a file")
+    if not where.is_dir():
+        raise ConfigError(f"--output {path}: directory {where} does not exist")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"--output {path}: the file is not writable")
+    try:
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".grouptune-write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--output {path}: cannot write in {where}: {e.strerror or e}") from None
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import torch
@@ -11,13 +12,40 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from grouptune.config import ConfigError, ModelConfig, TrainConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")  # name or org/name
+
+
+def check_model_path(value: str, setting: str = "model.name_or_path") -> None:
+    """``ConfigError`` for a model path that cannot be loaded, before anything loads.
+
+    A path that exists must be a directory. One that does not exist is refused as missing when
+    it is clearly local: absolute, relative (``./``, ``../``, ``~``), with more than one ``/``,
+    not shaped like a hub id, or whose first part is a local directory (``runs/x`` when
+    ``runs/`` exists). Only a name shaped like a hub id (``org/name`` or ``name``) that is not
+    a local path goes to the hub.
+    """
+    if not value:
+        raise ConfigError(f"{setting} is required: a local model directory or a hub id (org/name)")
+    path = Path(value).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"{setting}: {value} is a file; expected a model directory or a hub id (org/name)")
+        if not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
+            raise ConfigError(f"{setting}: {value} has no config.json: not a Hugging Face model directory")
+        return
+    first = Path(value.split("/")[0]).expanduser()
+    local = value.startswith(("/", "./", "../", "~", ".")) or not HUB_ID.match(value) or (
+        "/" in value and first.is_dir()
+    )
+    if local:
+        raise ConfigError(f"{setting}: {value} does not exist (looked for {path.resolve()}); "
+                          "a model on the hub is named org/name")  # fmt: skip
 
 
 def load_model_and_tokenizer(m: ModelConfig, path: str | None = None):
     """The policy and its tokenizer from a hub id or local directory (``path`` overrides the config's)."""
     path = path or m.name_or_path
-    if not path:
-        raise ConfigError("model.name_or_path is required")
+    check_model_path(path)
     if m.dtype not in DTYPES:
         raise ConfigError(f"model.dtype: expected one of {', '.join(DTYPES)}, got '{m.dtype}'")
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=m.trust_remote_code)

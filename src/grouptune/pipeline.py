@@ -23,17 +23,15 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from grouptune.config import ConfigError, TrainConfig, dotted_to_nested, update_config
+from grouptune.config import ConfigError, TrainConfig, dotted_to_nested, read_yaml, update_config
 
 
 def read_stages(path: str | Path | None) -> tuple[dict, list[dict]] | None:
     """``(shared settings, stages)`` of a pipeline config file, or None for a single run's config."""
-    import yaml
-
     if not path or not Path(path).is_file():
         return None
-    values = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(values, dict) or "stages" not in values:
+    values = read_yaml(Path(path))  # YAML and decoding errors name the file, line and column
+    if "stages" not in values:
         return None
     stages = values.pop("stages")
     if not isinstance(stages, list) or not stages or not all(isinstance(s, dict) for s in stages):

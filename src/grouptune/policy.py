@@ -4,7 +4,8 @@
 tokenizer, makes the frozen reference the method needs (a copy of the initial model, or the
 policy itself with its LoRA adapter disabled), adds LoRA, builds the optimizer and scheduler,
 and hands model and optimizer to accelerate, which wraps them for DDP, FSDP2 or DeepSpeed.
-``save_pretrained`` writes the final model (gathered from its shards, LoRA merged when asked).
+``save_pretrained`` writes the final model (gathered from its shards, LoRA merged when asked),
+whole or not at all.
 
 Engines: FSDP means FSDP2 (``fully_shard``, which accelerate recommends); the frozen reference
 is sharded like the policy under FSDP2 and ZeRO-3, so each process holds 1/N of it.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,9 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch.distributed.fsdp import register_fsdp_forward_method
 
+from grouptune.checkpoint import WRITE_ERRORS, CheckpointWriteError, write_error_reason
 from grouptune.config import ConfigError, ModelConfig, TrainConfig
+from grouptune.manifest import fresh_tmp, publish
 from grouptune.modeling import eos_ids, load_model_and_tokenizer
 
 
@@ -69,19 +73,42 @@ def build_policy(cfg: TrainConfig, acc: Accelerator, micro_batch_rows: int, need
 
 
 def save_pretrained(acc: Accelerator, policy: Policy, m: ModelConfig, path: Path) -> None:
-    """The final model in Hugging Face format with its tokenizer (LoRA merged when asked).
+    """The final model in Hugging Face format with its tokenizer (LoRA merged when asked),
+    written whole or not at all: into ``<path>.tmp``, renamed to ``path`` once complete, with a
+    manifest of its files (``grouptune.manifest``).
 
     Every process takes part: FSDP and ZeRO-3 gather their shards into the full weights here.
+    A write that fails (disk full, permissions) raises ``CheckpointWriteError`` on every process.
     """
     acc.wait_for_everyone()
     weights = acc.get_state_dict(policy.model)
+    problem = [None]
     if acc.is_main_process:
+        problem = [_write_final(acc, policy, m, path, weights)]
+    if acc.num_processes > 1:  # every process raises, none waits for a collective that never comes
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(problem, from_process=0)
+    if problem[0]:
+        raise CheckpointWriteError(problem[0])
+
+
+def _write_final(acc: Accelerator, policy: Policy, m: ModelConfig, path: Path, weights) -> str | None:
+    """Main process: write the final model to ``<path>.tmp`` and publish it; why it failed, or None."""
+    tmp = None
+    try:
+        tmp = fresh_tmp(path)
         model = acc.unwrap_model(policy.model)
         if m.lora_r > 0 and m.merge_lora_on_save:  # a plain transformers model: loads without peft
             model, weights = _merged(model, weights, m, sharded=sharded(acc)), None
-        model.save_pretrained(path, state_dict=weights, safe_serialization=True)
-        policy.tokenizer.save_pretrained(path)
-    acc.wait_for_everyone()
+        model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+        policy.tokenizer.save_pretrained(tmp)
+        publish(tmp, path)
+    except WRITE_ERRORS as exc:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return f"could not write the final model to {path}: {write_error_reason(exc)}"
+    return None
 
 
 # ----------------------------------------------------------------------------- the engine

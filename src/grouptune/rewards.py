@@ -29,7 +29,11 @@ How a batch is scored (``compute_rewards``):
     the rows it raises on (it is called again one row at a time) count as unjudged for that
     function. Never a silent zero.
 
-Time limits for ``math``: ``grouptune.time_limits.judge_math``.
+Time limits: every call of a reward function or reward model (one batch) runs under
+``reward.timeout`` seconds (``RewardFunction.timeout``; ``grouptune.time_limits.run_with_time_limit``);
+one that does not return in time is a ``RewardTimeout`` naming the function and the rows,
+whatever ``on_error`` says (a hanging function is not a judgement). For ``math``, each
+answer also has its own limit: ``grouptune.time_limits.judge_math``.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from grouptune.answers import (
 )
 from grouptune.config import ConfigError, RewardConfig
 from grouptune.harness import LETTERS, choice_letter, extract, harness_equal
-from grouptune.time_limits import judge_math
+from grouptune.time_limits import TimeLimitExceeded, judge_math, run_with_time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +74,16 @@ class RewardError(RuntimeError):
     """A reward function failed; the message names the function and the row."""
 
 
+class RewardTimeout(RewardError):
+    """A reward function did not return within ``reward.timeout``; the message names it and the rows."""
+
+
 @dataclass
 class RewardFunction:
     name: str  # as written in ``reward.functions``; the key of ``RewardResult.per_function``
     fn: Callable[..., Sequence[float | None]]
     weight: float = 1.0
+    timeout: float = 0.0  # seconds one call may take (0 = no limit)
 
 
 @dataclass
@@ -335,7 +344,7 @@ def build_reward_functions(
     weights = _check_reward_config(cfg)
     rm_kwargs = {"device": device, "trust_remote_code": trust_remote_code}
     return [
-        RewardFunction(name, _make_function(name, cfg, f"reward.functions[{i}]", **rm_kwargs), weight)
+        RewardFunction(name, _make_function(name, cfg, f"reward.functions[{i}]", **rm_kwargs), weight, cfg.timeout)
         for i, (name, weight) in enumerate(zip(cfg.functions, weights))
     ]
 
@@ -351,7 +360,8 @@ def _find_failing_row(rf: RewardFunction, prompts, completions, columns) -> tupl
     """Call the function one row at a time to single out a row it raises on (failure path only)."""
     for i in range(len(completions)):
         try:
-            rf.fn(prompts[i : i + 1], completions[i : i + 1], **{k: v[i : i + 1] for k, v in columns.items()})
+            run_with_time_limit(lambda i=i: rf.fn(prompts[i : i + 1], completions[i : i + 1],
+                                                  **{k: v[i : i + 1] for k, v in columns.items()}), rf.timeout)
         except Exception as exc:
             return i, exc
     return None
@@ -396,9 +406,25 @@ def _as_floats(rf: RewardFunction, out, n: int, row_ids) -> list[float]:
     return values
 
 
+def _rows(row_ids, n: int) -> str:
+    if row_ids is None:
+        return f"a batch of {n} completions"
+    rows = list(dict.fromkeys(row_ids))
+    listed = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+    return f"a batch of {n} completions of data rows {listed}"
+
+
 def _score(rf, prompts, completions, columns, row_ids) -> list[float]:
+    def call():
+        return rf.fn(list(prompts), list(completions), **{k: list(v) for k, v in columns.items()})
+
     try:
-        out = rf.fn(list(prompts), list(completions), **{k: list(v) for k, v in columns.items()})
+        out = run_with_time_limit(call, rf.timeout)
+    except TimeLimitExceeded as exc:
+        raise RewardTimeout(
+            f"reward function {rf.name!r} did not return within reward.timeout = {rf.timeout:g} s on "
+            f"{_rows(row_ids, len(completions))}; it may hang (raise reward.timeout if it is only slow)"
+        ) from (exc.__cause__ or exc)
     except Exception as exc:
         error, cause = _located_error(rf, exc, prompts, completions, columns, row_ids)
         raise error from cause
@@ -414,7 +440,7 @@ def _score_rows(rf, prompts, completions, columns, row_ids) -> list[float]:
             ids = row_ids[rows] if row_ids is not None else None
             values += _score(rf, prompts[rows], completions[rows], {k: v[rows] for k, v in columns.items()}, ids)
         except RewardError as err:
-            if err.__cause__ is None:  # an invalid output is an error even here
+            if err.__cause__ is None or isinstance(err, RewardTimeout):  # an error even here
                 raise
             values.append(math.nan)
     return values
@@ -458,8 +484,8 @@ def compute_rewards(
         try:
             values = _score(rf, prompts, completions, columns, row_ids)
         except RewardError as err:
-            if on_error == "raise" or err.__cause__ is None:  # None: it returned something invalid
-                raise
+            if on_error == "raise" or err.__cause__ is None or isinstance(err, RewardTimeout):
+                raise  # no cause: it returned something invalid; a timeout is no judgement either
             values = _score_rows(rf, prompts, completions, columns, row_ids)
             bad = sum(math.isnan(v) for v in values)
             logger.warning("%s; %d of %d rows count as unjudged", err, bad, n, exc_info=err)

@@ -74,12 +74,16 @@ class RunLog:
                 }) + "\n")  # fmt: skip
 
     def drop_after(self, batch: int) -> None:
-        """Drop records of batches after ``batch`` (the checkpoint a run resumes from)."""
+        """Drop records of batches after ``batch`` (the checkpoint a run resumes from). Resuming
+        at the last batch (the final save failed, or the run stopped at its end) also drops the
+        final evaluation's record, which the resumed run writes again."""
         if not self.acc.is_main_process:
             return
         for path in (self.out / name for name in LOGS):
             if path.is_file():
-                keep = [line for line in path.read_text().splitlines(keepends=True) if _logged_batch(line) <= batch]
+                final = batch >= self.cfg.optim.total_batches and path.name == "metrics.jsonl"
+                lines = path.read_text().splitlines(keepends=True)
+                keep = [line for line in lines if _logged_batch(line) <= batch and not (final and _final_eval(line, batch))]
                 path.with_suffix(".tmp").write_text("".join(keep))
                 os.replace(path.with_suffix(".tmp"), path)
 
@@ -95,6 +99,15 @@ def _logged_batch(line: str) -> float:
         return json.loads(line)["batch"]
     except (ValueError, KeyError, TypeError):
         return math.inf
+
+
+def _final_eval(line: str, batch: int) -> bool:
+    """The final evaluation's record of ``batch``: batch records carry ``optimizer_steps``, it does not."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("batch") == batch and "optimizer_steps" not in record
 
 
 def _float(x) -> float | None:

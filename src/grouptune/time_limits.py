@@ -1,4 +1,5 @@
-"""Time limits for code that may never return: judging a math answer with math-verify.
+"""Time limits for code that may never return: judging a math answer with math-verify, and
+a call of a user reward function or reward model (``run_with_time_limit``).
 
 Math-verify's own limits use ``signal.alarm``, which exists only
 in the main thread (elsewhere it raises). We switch them off and impose our own limit on
@@ -8,6 +9,20 @@ each answer (parse + verify together):
       judges the answer and is killed and restarted when it overruns.
 An answer that runs out of time is unjudged (None). On platforms without ``SIGALRM``
 (Windows) the limit is not enforced.
+
+Limits nest (a reward function's limit around the math judge's limits inside it): one
+``SIGALRM`` timer is armed for the nearest deadline, and the exception raised names its
+deadline, so each limit catches only its own.
+
+``run_with_time_limit(fn, seconds)`` raises ``TimeLimitExceeded`` when ``fn`` has not
+returned after ``seconds``:
+    - main thread: ``SIGALRM`` interrupts ``fn`` where it is (between Python bytecodes: a call
+      stuck inside C code that never returns to Python is interrupted when it does); the
+      exception's ``__cause__`` has the traceback of where ``fn`` was;
+    - any other thread (signals reach only the main thread): ``fn`` runs in a daemon thread
+      that is waited for ``seconds``; on timeout that thread cannot be stopped: it runs on in
+      the background until ``fn`` returns (its result is dropped) or the process exits.
+The failure is never swallowed: the caller gets the exception.
 """
 
 from __future__ import annotations
@@ -22,8 +37,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from grouptune.answers import math_equal
 
@@ -31,22 +50,106 @@ logger = logging.getLogger("grouptune.rewards")
 
 
 class _OutOfTime(BaseException):
-    """Raised by our SIGALRM handler. A BaseException, so the ``except Exception`` blocks of
-    math-verify and sympy cannot turn it into a wrong answer."""
+    """Raised by our SIGALRM handler (``deadline``: the limit that ran out) and by the math
+    worker. A BaseException, so the ``except Exception`` blocks of math-verify, sympy or a user
+    function cannot turn it into a wrong answer."""
+
+    def __init__(self, message: str = "out of time", deadline: _Deadline | None = None):
+        super().__init__(message)
+        self.deadline = deadline
+
+
+class TimeLimitExceeded(Exception):
+    """``run_with_time_limit``: the function did not return in time."""
+
+
+@dataclass(eq=False)
+class _Deadline:
+    at: float  # time.monotonic()
+    seconds: float
+    fired: bool = False
+
+    @classmethod
+    def after(cls, seconds: float) -> _Deadline:
+        return cls(time.monotonic() + seconds, seconds)
+
+
+_DEADLINES: list[_Deadline] = []  # the limits in force in the main thread, outermost first
+_PREVIOUS_HANDLER: list = []
+
+
+def _arm() -> None:
+    """Set the timer for the nearest deadline that has not fired (or switch it off)."""
+    pending = [d.at for d in _DEADLINES if not d.fired]
+    delay = max(min(pending) - time.monotonic(), 1e-4) if pending else 0.0
+    signal.setitimer(signal.ITIMER_REAL, delay)
+
+
+def _on_alarm(signum, frame):
+    now = time.monotonic()
+    due = [d for d in _DEADLINES if not d.fired and d.at <= now]
+    if not due:  # woken early: wait on
+        _arm()
+        return
+    due[0].fired = True  # the outermost: it ends the most work
+    _arm()
+    raise _OutOfTime(f"stopped here after {due[0].seconds:g} s", due[0])
 
 
 @contextmanager
-def _alarm(seconds: float):
-    def on_alarm(signum, frame):
-        raise _OutOfTime
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+def _alarm(deadline: _Deadline):
+    """Raise ``_OutOfTime(deadline)`` in the main thread when ``deadline`` passes; nests."""
+    if not _DEADLINES:
+        _PREVIOUS_HANDLER[:] = [signal.signal(signal.SIGALRM, _on_alarm)]
+    _DEADLINES.append(deadline)
+    _arm()
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        _DEADLINES.remove(deadline)
+        if _DEADLINES:
+            _arm()
+        else:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, _PREVIOUS_HANDLER.pop())
+
+
+def run_with_time_limit(fn: Callable[[], Any], seconds: float) -> Any:
+    """``fn()``, or ``TimeLimitExceeded`` after ``seconds`` (0 or less: no limit); see the module doc."""
+    if not seconds or seconds <= 0:
+        return fn()
+    if threading.current_thread() is threading.main_thread():
+        if not hasattr(signal, "setitimer"):  # no SIGALRM (Windows): no limit
+            return fn()
+        mine = _Deadline.after(seconds)
+        try:
+            with _alarm(mine):
+                return fn()
+        except _OutOfTime as exc:
+            if exc.deadline is not mine:
+                raise
+            raise TimeLimitExceeded(f"did not return within {seconds:g} s") from exc
+    return _in_thread(fn, seconds)
+
+
+def _in_thread(fn: Callable[[], Any], seconds: float) -> Any:
+    """``fn()`` in a daemon thread, waited for ``seconds``; left running in the background on timeout."""
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="grouptune-time-limited", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeLimitExceeded(f"did not return within {seconds:g} s (it runs on in a background thread)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 class _MathWorker:
@@ -112,11 +215,14 @@ def judge_math(gold: str, boxed: str, timeout: float) -> bool | None:
     """``math_equal`` under a time limit of ``timeout`` seconds; None if unjudged (see module doc)."""
     if not hasattr(signal, "setitimer"):  # no SIGALRM (Windows): no limit
         return math_equal(gold, boxed)
+    mine = _Deadline.after(timeout)
     try:
         if threading.current_thread() is not threading.main_thread():
             return _WORKER.judge(gold, boxed, timeout)
-        with _alarm(timeout):
+        with _alarm(mine):
             return math_equal(gold, boxed)
-    except _OutOfTime:
+    except _OutOfTime as exc:
+        if exc.deadline not in (None, mine):  # an enclosing limit (the reward function's) ran out
+            raise
         logger.warning("math reward: answer %r not judged within %.3g s, counted unjudged", boxed[:200], timeout)
         return None

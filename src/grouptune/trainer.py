@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 
 from grouptune import checkpoint as ckpt
+from grouptune import resume
 from grouptune.advantages import group_advantages, group_has_spread
-from grouptune.config import ConfigError, TrainConfig
+from grouptune.config import TrainConfig, config_to_dict
 from grouptune.data import Example, load_run_data, reward_columns
 from grouptune.engines import check_engine_settings, make_engine
 from grouptune.evaluation import check_pass_at
@@ -39,8 +40,10 @@ from grouptune.methods import LossInputs, get_method, overlong_penalty, resolve_
 from grouptune.metrics import rollout_metrics
 from grouptune.modeling import resolve_init_from
 from grouptune.policy import build_policy, check_engine, make_accelerator, save_pretrained
+from grouptune.preflight import check_run
 from grouptune.rewards import build_reward_functions, compute_rewards
 from grouptune.rollout import Batch, Generations, completion_logprobs, pad, pad_logprobs
+from grouptune.rundir import claim, releasing
 from grouptune.runlog import RunLog
 from grouptune.signals import catch_signals
 from grouptune.suites import load_run_suite, suite_metrics
@@ -51,8 +54,10 @@ class TrainingError(RuntimeError):
 
 
 class Trainer:
+    @releasing(always=False)  # a run that fails to start frees its output directory
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg = resolve_init_from(resolve_method(cfg))  # method defaults filled in, settings checked
+        check_run(cfg)  # every setting and path, before anything loads (grouptune.preflight)
         self.method = get_method(cfg.method.name)
         self.out = Path(cfg.log.output_dir)
         self.acc = make_accelerator(cfg)
@@ -60,6 +65,8 @@ class Trainer:
         check_engine_settings(cfg, self.method)
         check_pass_at(cfg.log)
         check_engine(self.acc, cfg, one_pass_per_step=plan.groups_per_micro == plan.groups_per_step)
+        self.run_dir = claim(cfg, self.acc)  # this run's output directory: locked, not a reused one
+        self.resuming = resume.prepare(cfg, self.acc)  # (checkpoint, changed settings): checked before loading
         torch.manual_seed(cfg.optim.seed)
         needs_ref = self.method.needs_ref_model(cfg.method) or self.method.needs_ref_kl
         self.policy = build_policy(cfg, self.acc, plan.groups_per_micro * plan.group_size, needs_ref)
@@ -75,8 +82,10 @@ class Trainer:
         self.feeder = LossFeeder(self)  # what the loss receives: forward passes, normalisers, expert rows
         self.state = {"batch": 0, "cursor": 0, "optimizer_steps": 0, "bad_steps": 0}
         self.stop_signal: int | None = None  # set by SIGTERM / SIGINT during train()
+        self.run_dir.start()  # log.overwrite: the earlier run is deleted now that everything has loaded
 
     # ================================================================== the loop
+    @releasing(always=True)  # the output directory is free again when train() ends, however it ends
     def train(self) -> dict:
         cfg = self.cfg
         if cfg.checkpoint.resume:
@@ -438,16 +447,15 @@ class Trainer:
         path = ckpt.checkpoint_dir(self.out, self.state["batch"])
         ckpt.save_checkpoint(
             path, self.acc.unwrap_model(self.model), self._bare_optimizer(), self.scheduler, self.state,
-            keep_last=self.cfg.checkpoint.keep_last,
+            keep_last=self.cfg.checkpoint.keep_last, config=config_to_dict(self.cfg),
         )  # fmt: skip
         self.acc.wait_for_everyone()
 
     def _resume(self) -> None:
-        path = ckpt.latest_checkpoint(self.out)
-        if path is None:
-            raise ConfigError(f"checkpoint.resume: no complete checkpoint under {self.out / 'checkpoints'}")
+        path, changed = self.resuming  # the newest checkpoint that verifies; settings it allows to change
         model = self.acc.unwrap_model(self.model)
         self.state = ckpt.load_checkpoint(path, model, self._bare_optimizer(), self.scheduler)
+        resume.apply_changes(changed, self.scheduler, self.cfg)  # a new optim.lr goes into the optimizer
         self.log.drop_after(self.state["batch"])
         self.acc.print(f"resumed from {path} (rollout batch {self.state['batch']})")
 
@@ -456,9 +464,12 @@ class Trainer:
         return getattr(self.optimizer, "optimizer", self.optimizer)
 
     def save_final(self) -> Path:
-        path = self.out / "final"
-        save_pretrained(self.acc, self.policy, self.cfg.model, path)
-        return path
+        """The final model, written whole or not at all; if that fails, a checkpoint to finish from."""
+        try:
+            save_pretrained(self.acc, self.policy, self.cfg.model, self.out / "final")
+        except ckpt.CheckpointWriteError as e:
+            raise resume.final_save_failed(self, e) from None
+        return self.out / "final"
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -7,7 +7,8 @@ What each test shows (the unit tests of data validation and reward scoring live 
   exit with 128 + N; ``--checkpoint.resume true`` then ends with the same weights, bit for bit,
   as a run that was never interrupted;
 - a checkpoint save that fails halfway leaves the previous checkpoint the latest, loadable,
-  and resumable bit-exactly; leftover ``*.tmp`` directories are ignored, then removed; log
+  and resumable bit-exactly, and removes what it wrote; leftover ``*.tmp`` directories are
+  ignored, then removed; log
   records of batches after the checkpoint are written once, by the resumed run;
 - a non-finite loss or gradient skips the step (weights and optimizer untouched), is logged,
   and stops the run after ``optim.max_bad_steps`` in a row with the checkpoints intact;
@@ -245,12 +246,12 @@ def test_save_failing_halfway_keeps_the_previous_checkpoint(files, reference, tm
         real_save(tensors, path)
 
     clean_env.setattr(ckpt, "save_file", flaky)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match=r"No space left on device; the previous checkpoint .*checkpoint-0000001 is intact"):
         make_trainer(files, tmp_path, **{"checkpoint.save_every": 1}).train()
     clean_env.undo()
 
     half = tmp_path / "checkpoints" / "checkpoint-0000002.tmp"
-    assert (half / "model.safetensors").is_file() and not (half / "state.json").exists()
+    assert not half.exists()  # the failed save removed what it had written (a full disk gets its space back)
     stale = tmp_path / "checkpoints" / "checkpoint-0000009.tmp"  # a complete-looking leftover
     shutil.copytree(ckpt.checkpoint_dir(tmp_path, 1), stale)
     assert ckpt.latest_checkpoint(tmp_path) == ckpt.checkpoint_dir(tmp_path, 1)
@@ -463,7 +464,8 @@ def test_malformed_data_fails_before_training_listing_every_problem(files, tmp_p
     bad_eval = write_jsonl(tmp_path / "bad_eval.jsonl", [{"question": "1 + 1?", "answer": "2"}])
 
     overrides = {"data.train": str(bad), "data.eval": [str(bad_eval)], "reward.functions": ["gsm8k"], "method.name": "gft",
-                 "method.num_off_policy": 2, "rollout.group_size": 4}  # fmt: skip
+                 "method.num_off_policy": 2, "rollout.group_size": 4,
+                 "log.overwrite": True}  # fmt: skip  (the earlier run is deleted only once the data has loaded)
     with pytest.raises(DataError) as err:
         make_trainer(files, out, **overrides)
     where = {(Path(p.source).name, p.row, p.column) for p in err.value.problems}

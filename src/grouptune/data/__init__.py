@@ -42,6 +42,7 @@ Prompts (``prompts``)
     extra special tokens (as TRL does): the template supplies them. A prompt over
     ``max_prompt_length`` tokens is dropped, truncated (keeping its end, so the generation
     prompt survives) or an error, as ``long_prompts`` says; ``ExampleList.report`` counts them.
+    A very long prompt is judged on a window of it, never tokenized whole (``prompts``).
 
 What is checked (``checks``), before any training
     Every problem is collected and raised at once in one ``DataError``, each named by file,

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grouptune.config import NotUTF8, decode_utf8
 from grouptune.data.problems import BadValue, Problem, source_error
 
 LOCAL_FORMATS = (".jsonl", ".json", ".parquet", ".csv")
@@ -49,9 +50,11 @@ def read_source(source: str, split: str) -> Table:
     if suffix == ".parquet":
         return _read_parquet(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise source_error(str(path), f"cannot read file as UTF-8 text: {exc}") from exc
+        text = decode_utf8(path.read_bytes())
+    except NotUTF8 as exc:  # names the line and column, not a byte offset
+        raise source_error(str(path), str(exc)) from None
+    except OSError as exc:
+        raise source_error(str(path), f"cannot read file: {exc.strerror or exc}") from exc
     reader = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv}[suffix]
     return reader(str(path), text)
 

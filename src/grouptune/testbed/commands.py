@@ -91,7 +91,8 @@ def demo(methods: list[str], out: Path, seed: int = 0, overrides: dict | None = 
     print("held-out accuracy of the shipped base model:\n" + format_table(before))
     rows = {}
     for method in methods:
-        cfg = testbed_config({**common, "method.name": method, "log.output_dir": str(out / method)})
+        cfg = testbed_config({**common, "method.name": method, "log.output_dir": str(out / method),
+                              "log.overwrite": True})  # a demo run again replaces its earlier runs
         print(f"\n{method}: settings in {out / method / 'config.yaml'}", flush=True)
         final = Trainer(cfg).train()
         rows[method] = {s: _split_result(final, s) for s in EVAL_SPLITS}
@@ -168,7 +169,8 @@ def compare(suite: dict, seeds: list[int], out: Path, extra: dict) -> dict:
 
 
 def _overrides(suite: dict, run: dict, seed: int, extra: dict) -> dict:
-    return {**suite.get("common", {}), **_settings(run), **extra, "optim.seed": seed, "log.progress": False}
+    return {**suite.get("common", {}), **_settings(run), **extra, "optim.seed": seed, "log.progress": False,
+            "log.overwrite": True}  # a suite run again replaces its runs (their curves are read back)
 
 
 def _train_stage(suite: dict, stage: dict, seed: int, extra: dict, stage_dir: Path, model_path, name: str) -> dict:
