@@ -127,3 +127,15 @@ def test_non_utf8_text_is_reported_by_line_and_column():
     assert decode_utf8("\ufeffcafé".encode()) == "café"  # a byte-order mark is dropped
     with pytest.raises(NotUTF8, match=r"^not UTF-8 text: line 2, column 4: byte\(s\) ff "):
         decode_utf8("a\nbéc\xff".encode()[:-2] + b"\xff\n")
+
+
+def test_an_unknown_reward_name_is_refused_before_the_model_loads(tmp_path):
+    """A typo in reward.functions is a configuration error of the preflight, with the closest name."""
+    from grouptune.preflight import check_run
+    from grouptune.rewards import BUILTIN_REWARDS, _make_function
+
+    cfg = load_config(overrides={"model.name_or_path": str(tmp_path / "no-model"), "reward.functions": ["gsm8kk"]})
+    with pytest.raises(ConfigError, match=r"reward.functions\[0\]: unknown reward function 'gsm8kk' \(did you mean 'gsm8k'\?\)"):
+        check_run(cfg)  # before the model path is even looked at
+    for name in BUILTIN_REWARDS:  # every name the preflight lets through builds
+        assert callable(_make_function(name, cfg.reward, "reward.functions[0]"))

@@ -77,11 +77,13 @@ def _check_paths(cfg: TrainConfig) -> None:
 def _check_rewards(cfg: TrainConfig) -> None:
     """The reward settings and the paths they name (reward functions are built after the model)."""
     from grouptune.modeling import check_model_path
-    from grouptune.rewards import _check_reward_config
+    from grouptune.rewards import BUILTIN_REWARDS, _check_reward_config, unknown_reward
 
     _check_reward_config(cfg.reward)
     for i, spec in enumerate(cfg.reward.functions):
         where = f"reward.functions[{i}]"
+        if ":" not in spec and spec not in BUILTIN_REWARDS:
+            raise unknown_reward(spec, where)
         if spec.startswith("rm:"):
             check_model_path(spec[3:], where)
         elif ":" in spec and spec.rpartition(":")[0].endswith(".py"):

@@ -303,11 +303,19 @@ def _make_function(spec: str, cfg: RewardConfig, where: str, **rm_kwargs) -> Cal
             raise ConfigError(f"{where}: cannot load reward model {spec[3:]!r}: {exc}") from exc
     if ":" in spec:
         return _load_user_function(spec, where)
-    hint = difflib.get_close_matches(spec, list(builtins), n=1)
-    raise ConfigError(
+    raise unknown_reward(spec, where)
+
+
+BUILTIN_REWARDS = ("math", "gsm8k", "exact_match", "qwen_math", "choice")
+
+
+def unknown_reward(spec: str, where: str) -> ConfigError:
+    """The error for a reward function name that is neither built in nor a path."""
+    hint = difflib.get_close_matches(spec, BUILTIN_REWARDS, n=1)
+    return ConfigError(
         f"{where}: unknown reward function {spec!r}"
         + (f" (did you mean {hint[0]!r}?)" if hint else "")
-        + f"; valid: {', '.join(builtins)}, rm:PATH, pkg.mod:fn or file.py:fn"
+        + f"; valid: {', '.join(BUILTIN_REWARDS)}, rm:PATH, pkg.mod:fn or file.py:fn"
     )
 
 

@@ -43,6 +43,10 @@ def check_engine_settings(cfg: TrainConfig, method) -> None:
     """Settings of the rollout engine that cannot mean anything for this method, refused up front."""
     if cfg.rollout.engine not in ENGINES:
         raise ConfigError(f"rollout.engine: expected {' or '.join(ENGINES)}, got '{cfg.rollout.engine}'")
+    if cfg.rollout.engine == "vllm":  # before the model loads: is vLLM there at all?
+        from grouptune.engines.vllm import require_vllm
+
+        require_vllm()
     if cfg.vllm.importance_sampling_cap <= 0:
         return
     if cfg.rollout.engine != "vllm":
