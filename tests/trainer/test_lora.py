@@ -115,7 +115,8 @@ def test_memory_savers_run_a_step(setting, param_dtype, compute_dtype, fresh_acc
     model = trainer.acc.unwrap_model(trainer.model)
     assert {p.dtype for p in model.parameters()} == {param_dtype}
     if setting.get("model.gradient_checkpointing"):
-        assert model.is_activation_checkpointing
+        # the name since transformers 5.20; before it (vLLM's CPU build pins <5.20) is_gradient_checkpointing
+        assert getattr(model, "is_activation_checkpointing", None) or model.is_gradient_checkpointing
     seen = first_projection_dtype(trainer)
     before = weights(model)
     last = trainer.train()
