@@ -150,7 +150,7 @@ def test_dual_clip_setting_reaches_grpo_and_is_checked(tiny_llama, tiny_data, tm
     assert "grpo/clip_ratio/dual" in record
     with pytest.raises(ConfigError, match="method.dual_clip must be 0"):
         Trainer(make_cfg(tiny_llama, tiny_data, tmp_path / "bad", "grpo", **{"method.dual_clip": 0.5}))
-    with pytest.raises(ConfigError, match="method.loss_normalizer: expected step or micro_batch"):
+    with pytest.raises(ConfigError, match="method.loss_normalizer = 'batch': must be one of 'step', 'micro_batch'"):
         Trainer(make_cfg(tiny_llama, tiny_data, tmp_path / "bad2", "grpo", **{"method.loss_normalizer": "batch"}))
 
 
