@@ -29,8 +29,7 @@ over ``--calls`` timed batches per process. Each process uses ``--threads`` torc
 vLLM engine runs in the same process and uses the same thread pool). Results go to
 ``benchmarks/results/rollout_engines.json`` and ``.md``.
 
-A full GRPO training step per engine needs the trainer to drive the vLLM engine; ``run_step_child``
-is the place for it (not implemented yet).
+A full GRPO training step per engine, through the trainer: ``benchmarks/bench_engine_step.py``.
 """
 
 from __future__ import annotations
@@ -154,12 +153,6 @@ def run_rollout_child(a, model_assets: dict, engine: str) -> dict:
     if engine == "vllm":
         out["sync_s"] = [llm.sync_weights(policy_weights(hf)) for _ in range(a.syncs)]
     return out
-
-
-def run_step_child(a, model_assets: dict, engine: str) -> dict:
-    """Hook: one GRPO rollout batch (rollouts + rewards + optimizer steps) with ``engine``, once the
-    trainer drives the vLLM engine (``rollout.engine``). Report as ``run_rollout_child`` does."""
-    raise NotImplementedError("the trainer does not drive the vLLM engine yet")
 
 
 # ----------------------------------------------------------------------------- parent process
