@@ -8,10 +8,10 @@ know which runs:
 - ``vllm`` (``engines.vllm``): a vLLM engine colocated in each training process, its weights
   replaced in place by the policy's once per rollout batch. Much faster generation at scale.
 
-An engine has ``sync_weights(model)`` (before sampling a rollout batch),
-``generate(prompts, seeds, ...) -> grouptune.rollout.Generations``, ``sleep()`` (after sampling: free what
-training needs) and ``close()`` (at the end of the run). With ``seeds``, a completion depends only on its prompt, its seed and the
-weights, so N processes sample what one process samples.
+An engine has ``sync_weights(model)`` (before sampling a rollout batch), ``generate(prompts,
+seeds, ...) -> grouptune.rollout.Generations``, ``sleep()`` (after sampling: free what training
+needs) and ``close()`` (at the end of the run). With ``seeds``, a completion depends only on its
+prompt, its seed and the weights, so N processes sample what one process samples.
 """
 
 from __future__ import annotations
