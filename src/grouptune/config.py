@@ -417,7 +417,7 @@ def resume_changes(saved: dict, cfg: TrainConfig) -> tuple[list[str], list[str]]
     nested dict), as ``"name: old -> new"``: ``(refused, allowed)``. Allowed are the settings
     marked ``may_change``; every other one changes what the run means. Settings the saved
     config does not have (added since) are not compared."""
-    before = _flat(saved)
+    before = flat_settings(saved)
     refused, allowed = [], []
     for name, value, meta in leaf_settings(cfg):
         if name in before and before[name] != value and name not in NOT_COMPARED:
@@ -425,11 +425,12 @@ def resume_changes(saved: dict, cfg: TrainConfig) -> tuple[list[str], list[str]]
     return refused, allowed
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def flat_settings(d: dict, prefix: str = "") -> dict:
+    """A nested dict of settings as ``{dotted.name: value}``."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flat_settings(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from grouptune.config import TrainConfig, config_to_dict, config_to_yaml
+from grouptune.config import TrainConfig, config_to_dict, config_to_yaml, flat_settings
 from grouptune.rollout import Batch
 
 LOGS = ("metrics.jsonl", "samples.jsonl")
@@ -34,7 +34,7 @@ class RunLog:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(config_to_yaml(self.cfg))
         if lg.report_to:
-            self.acc.init_trackers("grouptune", config=_flat(config_to_dict(self.cfg)))
+            self.acc.init_trackers("grouptune", config=_tracker_config(self.cfg))
         from tqdm.auto import tqdm
 
         self.progress = tqdm(
@@ -115,14 +115,10 @@ def _float(x) -> float | None:
     return None if math.isnan(v) else v
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return out
+def _tracker_config(cfg: TrainConfig) -> dict:
+    """The settings as trackers take them: dotted names, leaves that are not numbers or text as text."""
+    flat = flat_settings(config_to_dict(cfg))
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
 
 
 def _postfix(metrics: dict) -> dict:
