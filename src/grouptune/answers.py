@@ -110,6 +110,12 @@ def _parse_gold(gold: str) -> list:
     return parse(_as_latex(gold), parsing_timeout=None)
 
 
+def warm_up() -> None:
+    """Import math-verify and load its parsers, which it does lazily on first use (seconds on a
+    loaded machine), so that no answer's time limit pays for it."""
+    math_equal("\\frac{1}{2}", "0.5")
+
+
 def math_equal(gold: str, boxed: str) -> bool | None:
     """Is the boxed answer equal to the gold one? None when the gold answer does not parse.
 
@@ -128,11 +134,10 @@ def math_equal(gold: str, boxed: str) -> bool | None:
 def serve_math_judge() -> None:
     """Worker loop: one JSON ``[gold, boxed]`` per input line -> ``true``/``false``/``null``.
 
-    Prints ``ready`` once math-verify is imported, so its start-up is not billed to the
-    first answer's time limit.
+    Prints ``ready`` once math-verify is imported and has judged one warm-up answer (its parsers
+    load lazily on first use), so its start-up is not billed to the first answer's time limit.
     """
-    import math_verify  # noqa: F401  (import before announcing readiness)
-
+    warm_up()
     print("ready", flush=True)
     for line in sys.stdin:
         gold, boxed = json.loads(line)

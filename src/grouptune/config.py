@@ -105,6 +105,7 @@ class DataConfig:
 class RewardConfig:
     functions: list = _f(["math"], "Reward functions: math, gsm8k, exact_match, qwen_math, choice, a reward model path (rm:PATH), or a user function (pkg.mod:fn or file.py:fn).")
     weights: list = _f([], "One weight per reward function (default: all 1.0).")
+    eval_functions: list = _f([], "Reward functions for held-out evaluation (default: [] = reward.functions). The first is the verifier: a completion is correct when it scores >= 0.5. Each later one's mean score on the greedy completions is reported too, as eval/<set>/score/<name> (e.g. [gsm8k, rm:PATH]: the gold accuracy of a policy trained on a reward model, and the reward model's score).", may_change=True)
     on_error: str = _f("raise", "A reward function that raises: raise (stop, naming function and row) or unjudged (count the row as unjudged).", valid=("raise", "unjudged"), may_change=True)
     math_timeout: float = _f(5.0, "Seconds math-verify may spend on one answer before it counts as unjudged.", valid=POSITIVE, may_change=True)
     gsm8k_mode: str = _f("strict", "gsm8k reward: strict (`#### n` only) or flexible (last number in the completion).", valid=("strict", "flexible"))

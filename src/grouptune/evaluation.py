@@ -11,19 +11,23 @@ import torch
 
 from grouptune.data import Example
 from grouptune.metrics import summarize_eval
-from grouptune.rewards import compute_rewards
+from grouptune.rewards import compute_rewards, score_name
 
 
-def _correct(reward_fns, examples: list[Example], completions: list[str], reps: int) -> list[bool]:
+def _judge(reward_fns, examples: list[Example], completions: list[str], reps: int, *, score: bool = False):
+    """Which completions the first function (the verifier) marks correct; with ``score``, also the
+    mean of every later function (``score/<name>``: e.g. a reward model's proxy score)."""
     prompts = [ex.prompt_text for ex in examples for _ in range(reps)]
     columns: dict[str, list] = {"answer": [ex.answer for ex in examples for _ in range(reps)]}
     for key in examples[0].row:
         if key != "answer":
             columns[key] = [ex.row.get(key) for ex in examples for _ in range(reps)]
     rows = [ex.index for ex in examples for _ in range(reps)]
-    result = compute_rewards(reward_fns[:1], prompts, completions, columns, row_ids=rows)
-    first = next(iter(result.per_function.values()))
-    return [bool(v >= 0.5) for v in first.tolist()]  # NaN (unjudged) counts as wrong
+    fns = reward_fns if score else reward_fns[:1]
+    result = compute_rewards(fns, prompts, completions, columns, row_ids=rows)
+    values = list(result.per_function.values())
+    correct = [bool(v >= 0.5) for v in values[0].tolist()]  # NaN (unjudged) counts as wrong
+    return correct, {f"score/{score_name(rf.name)}": v for rf, v in zip(fns[1:], values[1:])}
 
 
 @torch.no_grad()
@@ -57,17 +61,19 @@ def evaluate_examples(
     if accelerator is not None and accelerator.num_processes > 1:
         examples, real = shard(examples, accelerator.process_index, accelerator.num_processes)
     prompts = [ex.prompt_ids for ex in examples]
-    greedy_flags = None
+    greedy_flags, scores = None, {}
     if greedy:
         greedy_ids = engine.generate(prompts, greedy=True, max_new_tokens=max_new_tokens).token_ids
         texts = tokenizer.batch_decode(greedy_ids, skip_special_tokens=True)
-        greedy_flags = _correct(reward_fns, examples, texts, 1)[:real]  # drop the padding of an uneven shard
+        greedy_flags, scores = _judge(reward_fns, examples, texts, 1, score=True)
+        greedy_flags = greedy_flags[:real]  # drop the padding of an uneven shard
+        scores = {k: v[:real].tolist() for k, v in scores.items()}
     samples: list[list[bool]] = [[] for _ in examples]
     if k > 0:
         torch.manual_seed(seed)  # requests without seeds continue torch's stream (or draw theirs from it)
         many = [p for p in prompts for _ in range(k)]
         ids = engine.generate(many, temperature=temperature, max_new_tokens=max_new_tokens).token_ids
-        flat = _correct(reward_fns, examples, tokenizer.batch_decode(ids, skip_special_tokens=True), k)
+        flat, _ = _judge(reward_fns, examples, tokenizer.batch_decode(ids, skip_special_tokens=True), k)
         samples = [flat[i * k : (i + 1) * k] for i in range(len(examples))]
     samples = samples[:real]
     if accelerator is not None and accelerator.num_processes > 1:
@@ -75,9 +81,17 @@ def evaluate_examples(
 
         greedy_flags = gather_object(greedy_flags) if greedy else None
         samples = gather_object(samples)
+        scores = {name: gather_object(v) for name, v in scores.items()}
+    means = {name: _nanmean(v) for name, v in scores.items()}
     if k == 0:
-        return {"n_problems": len(greedy_flags), "greedy": sum(greedy_flags) / max(len(greedy_flags), 1)}
-    return summarize_eval(samples, greedy_flags, k, pass_at)
+        return {"n_problems": len(greedy_flags), "greedy": sum(greedy_flags) / max(len(greedy_flags), 1), **means}
+    return {**summarize_eval(samples, greedy_flags, k, pass_at), **means}
+
+
+def _nanmean(values: list[float]) -> float:
+    """The mean over the judged rows (NaN = a function that could not judge the row)."""
+    judged = [v for v in values if v == v]
+    return sum(judged) / len(judged) if judged else float("nan")
 
 
 def check_pass_at(log) -> None:
@@ -113,13 +127,13 @@ def evaluate_model(cfg) -> dict:
 
     from grouptune.config import ConfigError
     from grouptune.data import load_examples
-    from grouptune.rewards import build_reward_functions
+    from grouptune.rewards import build_eval_functions
 
     if not cfg.data.eval:
         raise ConfigError("data.eval: name at least one held-out data set to evaluate on")
     check_pass_at(cfg.log)
     engine, tokenizer = load_engine(cfg)
-    reward_fns = build_reward_functions(cfg.reward)
+    reward_fns = build_eval_functions(cfg.reward)
     results = {}
     for src in cfg.data.eval:
         examples = load_examples(cfg.data, src, tokenizer, split=cfg.data.eval_split)

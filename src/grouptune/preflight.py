@@ -80,8 +80,11 @@ def _check_rewards(cfg: TrainConfig) -> None:
     from grouptune.rewards import BUILTIN_REWARDS, _check_reward_config, unknown_reward
 
     _check_reward_config(cfg.reward)
-    for i, spec in enumerate(cfg.reward.functions):
-        where = f"reward.functions[{i}]"
+    if len(set(cfg.reward.eval_functions)) != len(cfg.reward.eval_functions):
+        raise ConfigError(f"reward.eval_functions lists a function twice: {cfg.reward.eval_functions}")
+    named = [(f"reward.functions[{i}]", s) for i, s in enumerate(cfg.reward.functions)]
+    named += [(f"reward.eval_functions[{i}]", s) for i, s in enumerate(cfg.reward.eval_functions)]
+    for where, spec in named:
         if ":" not in spec and spec not in BUILTIN_REWARDS:
             raise unknown_reward(spec, where)
         if spec.startswith("rm:"):

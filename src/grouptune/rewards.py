@@ -45,7 +45,7 @@ import logging
 import math
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -188,7 +188,7 @@ def _check_reward_config(cfg: RewardConfig) -> list[float]:
 
 
 def build_reward_functions(
-    cfg: RewardConfig, *, device=None, trust_remote_code: bool = False
+    cfg: RewardConfig, *, device=None, trust_remote_code: bool = False, setting: str = "reward.functions"
 ) -> list[RewardFunction]:
     """The configured reward functions with their weights; ``ConfigError`` names the bad entry.
 
@@ -197,9 +197,22 @@ def build_reward_functions(
     weights = _check_reward_config(cfg)
     rm_kwargs = {"device": device, "trust_remote_code": trust_remote_code}
     return [
-        RewardFunction(name, _make_function(name, cfg, f"reward.functions[{i}]", **rm_kwargs), weight, cfg.timeout)
+        RewardFunction(name, _make_function(name, cfg, f"{setting}[{i}]", **rm_kwargs), weight, cfg.timeout)
         for i, (name, weight) in enumerate(zip(cfg.functions, weights))
     ]
+
+
+def build_eval_functions(cfg: RewardConfig, **kwargs) -> list[RewardFunction]:
+    """The held-out evaluation's functions: ``reward.eval_functions``, or the training ones."""
+    if not cfg.eval_functions:
+        return build_reward_functions(cfg, **kwargs)
+    only = replace(cfg, functions=list(cfg.eval_functions), weights=[])
+    return build_reward_functions(only, setting="reward.eval_functions", **kwargs)
+
+
+def score_name(spec: str) -> str:
+    """A reward function's short name in metric keys: ``rm`` for ``rm:PATH``, else the part after ``:``."""
+    return "rm" if spec.startswith("rm:") else spec.rpartition(":")[2]
 
 
 # ============================================================================ scoring a batch

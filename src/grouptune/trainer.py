@@ -41,7 +41,7 @@ from grouptune.metrics import rollout_metrics
 from grouptune.modeling import resolve_init_from
 from grouptune.policy import build_policy, check_engine, make_accelerator, save_pretrained
 from grouptune.preflight import check_run
-from grouptune.rewards import build_reward_functions, compute_rewards
+from grouptune.rewards import build_eval_functions, build_reward_functions, compute_rewards
 from grouptune.rollout import Batch, Generations, completion_logprobs, pad, pad_logprobs
 from grouptune.rundir import claim, releasing
 from grouptune.runlog import RunLog
@@ -74,8 +74,9 @@ class Trainer:
         self.tokenizer, self.eos_ids = self.policy.tokenizer, self.policy.eos_ids
         self.engine = make_engine(cfg, self.acc, self.acc.unwrap_model(self.model), self.tokenizer, self.eos_ids)
         self.reward_fns = build_reward_functions(cfg.reward)
+        self.eval_fns = build_eval_functions(cfg.reward) if cfg.reward.eval_functions else self.reward_fns
         demos = max(plan.off_policy, int(self.method.expert_stream))  # CHORD's expert rows need demonstrations
-        self.train_data, self.eval_data = load_run_data(cfg, self.tokenizer, demos, self.reward_fns)
+        self.train_data, self.eval_data = load_run_data(cfg, self.tokenizer, demos, self.reward_fns, self.eval_fns)
         self.eval_suite = load_run_suite(cfg, self.tokenizer)  # log.eval_suite: a paper's benchmarks
         self.order = DataOrder(len(self.train_data), cfg.optim.seed)
         self.log = RunLog(cfg, self.acc)
@@ -429,7 +430,7 @@ class Trainer:
         out = {}
         for src, examples in self.eval_data.items():
             res = evaluate_examples(
-                self.engine, self.tokenizer, examples, self.reward_fns, k=lg.eval_samples,
+                self.engine, self.tokenizer, examples, self.eval_fns, k=lg.eval_samples,
                 temperature=lg.eval_temperature, max_new_tokens=self.cfg.rollout.max_new_tokens,
                 seed=seed_for(self.cfg.optim.seed, -1, self.state["batch"]),
                 max_examples=self.cfg.data.max_eval_examples, accelerator=self.acc, pass_at=lg.eval_pass_at,

@@ -15,6 +15,7 @@ from grouptune.answers import (
     last_number,
     parse_number,
     strict_gsm8k_number,
+    warm_up,
 )
 from grouptune.harness import LETTERS, choice_letter, extract, harness_equal
 from grouptune.time_limits import judge_math
@@ -33,6 +34,7 @@ class MathReward:
 
     def __init__(self, timeout: float = 5.0):
         self.timeout = timeout
+        warm_up()  # math-verify's lazy start-up must not count against the first answer's time limit
 
     def __call__(self, prompts, completions, answer, **_) -> list[float | None]:
         rewards: list[float | None] = []

@@ -59,7 +59,7 @@ def test_pipelines_suite_chains_three_stages_and_reports_pass_at_k(tmp_path):
     report has a pass@k table over k (the GFT paper's Figure 4) and its plot."""
     suite = commands.load_suite("pipelines")
     assert [r["label"] for r in suite["runs"]] == ["SFT -> GRPO", "GFT -> GRPO", "SFT -> GFT -> GRPO"]
-    assert suite["common"]["log.eval_samples"] == 16 and suite["common"]["log.eval_pass_at"] == [1, 2, 4, 8]
+    assert suite["common"]["log.eval_samples"] == 16 and suite["common"]["log.eval_pass_at"] == [1, 2, 4, 8, 16]
     small = {**TINY, "log.eval_samples": 4, "log.eval_pass_at": [1, 2]}
     results = commands.compare(suite, [0], tmp_path, small)
     final = results["SFT -> GFT -> GRPO"][0]["final"]

@@ -93,22 +93,24 @@ VERIFIERS = ("math", "gsm8k", "exact_match", "qwen_math", "choice")  # reward fu
 
 
 def load_run_data(
-    cfg: TrainConfig, tokenizer, off_policy: int, reward_fns: list
+    cfg: TrainConfig, tokenizer, off_policy: int, reward_fns: list, eval_fns: list | None = None
 ) -> tuple[list[Example], dict[str, list[Example]]]:
     """Training and evaluation examples; one ``DataError`` lists the problems of every source.
 
     Rows need a gold answer when a verifier scores them (one it can judge, for verifiers that
     say so: ``gold_problem``), and the training rows the demonstration (and teacher responses)
     that fill the method's ``off_policy`` members: the demonstration and K - 1 teacher responses.
+    The held-out sets are checked against ``eval_fns`` (``reward.eval_functions``; default the
+    training functions).
     """
     d = cfg.data
-    gold = ("answer",) if any(f in VERIFIERS for f in cfg.reward.functions) else ()
+    eval_fns = reward_fns if eval_fns is None else eval_fns
     demos = ("completion",) * (off_policy > 0) + ("teacher_completions",) * (off_policy > 1)
     teachers = max(off_policy - 1, 0)
-    sources = [(d.train, d.train_split, gold + demos, teachers)] + [(src, d.eval_split, gold, 0) for src in d.eval]
-    gold_checks = [rf.fn.gold_problem for rf in reward_fns if hasattr(rf.fn, "gold_problem")]
+    sources = [(d.train, d.train_split, _gold(reward_fns) + demos, teachers, _checks(reward_fns))]
+    sources += [(src, d.eval_split, _gold(eval_fns), 0, _checks(eval_fns)) for src in d.eval]
     loaded, problems = [], []
-    for src, split, require, min_teachers in sources:
+    for src, split, require, min_teachers, gold_checks in sources:
         try:
             loaded.append(load_examples(d, src, tokenizer, split=split, require=require, gold_checks=gold_checks,
                                         min_teachers=min_teachers))  # fmt: skip
@@ -117,3 +119,12 @@ def load_run_data(
     if problems:
         raise DataError(problems)
     return loaded[0], dict(zip(d.eval, loaded[1:]))
+
+
+def _gold(fns: list) -> tuple[str, ...]:
+    """``("answer",)`` when a verifier among ``fns`` needs each row's gold answer."""
+    return ("answer",) if any(rf.name in VERIFIERS for rf in fns) else ()
+
+
+def _checks(fns: list) -> list:
+    return [rf.fn.gold_problem for rf in fns if hasattr(rf.fn, "gold_problem")]

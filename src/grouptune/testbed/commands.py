@@ -63,6 +63,14 @@ def add_subcommands(sub, formatter) -> None:
         metavar="KEY=VALUE",
         help="Dotted overrides applied to every run, e.g. optim.total_batches=4 (default: none).",
     )
+    cmp.add_argument(
+        "--sweep",
+        nargs="*",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="Train each method at every value and keep its best on a validation split carved from the "
+        "training data, e.g. optim.lr=3e-5,1e-4,3e-4 (default: none = the suite's sweep, if any).",
+    )
     cmp.set_defaults(run=run_compare)
 
 
@@ -129,6 +137,7 @@ def load_suite(name: str) -> dict:
 
 def run_compare(args: argparse.Namespace) -> int:
     from grouptune.config import parse_cli_value
+    from grouptune.testbed.sweep import parse_sweep
 
     suite = load_suite(args.suite)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else suite["seeds"]
@@ -136,36 +145,79 @@ def run_compare(args: argparse.Namespace) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         extra[key] = parse_cli_value(value)
+    if args.sweep:
+        suite = {**suite, "sweep": parse_sweep(args.sweep)}
     out = Path(args.output_dir or f"reports/{suite['name']}")
-    results = compare(suite, seeds, out, extra)
-    write_report(suite, results, out)
+    results, sweeps = compare(suite, seeds, out, extra, with_sweeps=True)
+    write_report(suite, results, out, sweeps)
     print((out / "report.md").read_text())
     return 0
 
 
-def compare(suite: dict, seeds: list[int], out: Path, extra: dict) -> dict:
-    """Run every (run, seed) of a suite; return ``{label: {seed: {"final": ..., "curve": [...]}}}``.
+def compare(suite: dict, seeds: list[int], out: Path, extra: dict, *, with_sweeps: bool = False):
+    """Run every (run, seed) of a suite; return ``{label: {seed: {"final": ..., "curve": [...]}}}``
+    (and with ``with_sweeps`` the sweeps: ``{label: {"chosen": settings, "trials": [...]}}``).
 
     A run is one training run, a list of ``stages`` (each starts from the previous stage's final
     model), or ``evaluate_only: true`` (the base model evaluated with the suite's settings: the
-    papers' "Base" row).
+    papers' "Base" row). A suite or run with a ``sweep`` is tuned on a validation split
+    (``grouptune.testbed.sweep``).
     """
-    results: dict = {}
+    from grouptune.config import ConfigError
+    from grouptune.testbed import sweep as sw
+
+    if any(run.get("sweep", suite.get("sweep")) for run in suite["runs"]):
+        train = testbed_config({**suite.get("common", {}), **extra}).data.train
+        held = sw.split_validation(train, suite.get("validation", sw.DEFAULT_VALIDATION), out / "data")
+        evals = [str(data_path(s)) for s in EVAL_SPLITS] + [held["validation_file"]]
+        extra = {"data.train": held["data.train"], "data.eval": evals, **extra}
+    results, sweeps = {}, {}
     for run in suite["runs"]:
-        label = run["label"]
-        results[label] = {}
+        label, settings = run["label"], sw.grid(run.get("sweep", suite.get("sweep", {})))
+        if len(settings) > 1 and "stages" in run:
+            raise ConfigError(f"compare: run {label!r} has stages; a sweep tunes single-stage runs only")
+        if run.get("evaluate_only") or len(settings) == 1:
+            chosen, done = (settings[0] if not run.get("evaluate_only") else {}), {}
+        else:
+            trials = _sweep_trials(suite, run, seeds[: suite.get("sweep_seeds", 1)], extra, out, settings)
+            chosen = sw.choose(trials)
+            sweeps[label] = {"chosen": chosen, "select": suite.get("select", sw.DEFAULT_SELECT), "trials": trials}
+            done = {t["seed"]: t["result"] for t in trials if t["values"] == chosen}
+        results[label] = {seed: done.get(seed) or _run_seed(suite, {**run, **chosen}, seed, extra, _run_dir(out, label, chosen, seed))
+                          for seed in seeds}  # fmt: skip
+    return (results, sweeps) if with_sweeps else results
+
+
+def _run_dir(out: Path, label: str, values: dict, seed: int) -> Path:
+    from grouptune.testbed.sweep import slug
+
+    base = out / "runs" / _slug(label)
+    return (base / slug(values) if values else base) / f"seed{seed}"
+
+
+def _sweep_trials(suite: dict, run: dict, seeds: list[int], extra: dict, out: Path, settings: list[dict]) -> list:
+    from grouptune.testbed.sweep import DEFAULT_SELECT, score
+
+    trials = []
+    for values in settings:
         for seed in seeds:
-            run_dir = out / "runs" / _slug(label) / f"seed{seed}"
-            if run.get("evaluate_only"):
-                results[label][seed] = _evaluate_base(suite, run, seed, extra)
-                continue
-            model_path, final = None, {}
-            for i, stage in enumerate(run.get("stages", [run])):
-                final = _train_stage(suite, stage, seed, extra, run_dir / f"stage{i}", model_path, f"{label} seed {seed} stage {i}")
-                model_path = str(run_dir / f"stage{i}" / "final")
-            curve = [json.loads(line) for line in (Path(model_path).parent / "metrics.jsonl").read_text().splitlines()]
-            results[label][seed] = {"final": final, "curve": curve}
-    return results
+            result = _run_seed(suite, {**run, **values}, seed, extra, _run_dir(out, run["label"], values, seed))
+            value = score(result["final"], suite.get("select", DEFAULT_SELECT))
+            trials.append({"values": values, "seed": seed, "score": value, "result": result})
+    return trials
+
+
+def _run_seed(suite: dict, run: dict, seed: int, extra: dict, run_dir: Path) -> dict:
+    """One (run, seed): its stages trained one after the other, or the base model evaluated."""
+    if run.get("evaluate_only"):
+        return _evaluate_base(suite, run, seed, extra)
+    model_path, final = None, {}
+    for i, stage in enumerate(run.get("stages", [run])):
+        name = f"{run['label']} seed {seed} stage {i}"
+        final = _train_stage(suite, stage, seed, extra, run_dir / f"stage{i}", model_path, name)
+        model_path = str(run_dir / f"stage{i}" / "final")
+    curve = [json.loads(line) for line in (Path(model_path).parent / "metrics.jsonl").read_text().splitlines()]
+    return {"final": final, "curve": curve}
 
 
 def _overrides(suite: dict, run: dict, seed: int, extra: dict) -> dict:
@@ -194,7 +246,7 @@ def _evaluate_base(suite: dict, run: dict, seed: int, extra: dict) -> dict:
 
 
 def _settings(stage: dict) -> dict:
-    return {k: v for k, v in stage.items() if k not in ("label", "stages", "evaluate_only")}
+    return {k: v for k, v in stage.items() if k not in ("label", "stages", "evaluate_only", "sweep")}
 
 
 def _slug(label: str) -> str:

@@ -10,7 +10,9 @@ import json
 import statistics
 from pathlib import Path
 
+from grouptune.testbed.overoptimization import plot_proxy_gold, proxy_gold_table
 from grouptune.testbed.paths import EVAL_SPLITS
+from grouptune.testbed.sweep import sweep_table
 
 CURVES = [
     ("reward/mean", "training reward (rollouts; SFT, DFT: data-set members)"),
@@ -161,10 +163,10 @@ def plot_curves(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(suite: dict, results: dict, out: Path) -> None:
+def write_report(suite: dict, results: dict, out: Path, sweeps: dict | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(
-        json.dumps({str(k): v for k, v in results.items()}, indent=1, default=str)
+        json.dumps({"runs": {str(k): v for k, v in results.items()}, "sweeps": sweeps or {}}, indent=1, default=str)
     )
     plot_curves(results, out / "curves.png")
     seeds = sorted({s for r in results.values() for s in r})
@@ -174,6 +176,14 @@ def write_report(suite: dict, results: dict, out: Path) -> None:
         f"Seeds: {', '.join(map(str, seeds))}. Held-out accuracy after training, mean ± std over seeds.\n",
         accuracy_table(results) + "\n",
     ]
+    if sweeps:
+        select = next(iter(sweeps.values()))["select"]
+        parts += ["## Sweep (validation split)\n", sweep_table(sweeps, select) + "\n"]
+    if "overoptimization" in suite:
+        keys = suite["overoptimization"]
+        plot_proxy_gold(results, keys["proxy"], keys["gold"], out / "proxy_gold.png")
+        parts += ["## Proxy and gold\n", proxy_gold_table(results, keys["proxy"], keys["gold"]) + "\n",
+                  "![proxy and gold per rollout batch](proxy_gold.png)\n"]  # fmt: skip
     if "target_accuracy" in suite:
         parts += [
             "## Convergence and over-fitting\n",

@@ -1,0 +1,72 @@
+"""Reward over-optimisation in a ``grouptune compare`` report: the proxy reward against the gold one.
+
+A policy trained on a learned reward model (the proxy) can raise the proxy's score while the true
+quality (the gold: the verifier's accuracy, which the training reward never sees) falls. A suite
+with ``overoptimization: {proxy: test/score/rm, gold: test/greedy}`` evaluates both on held-out
+prompts every rollout batch; the report tabulates, per method, the final proxy and gold, the peak
+gold and the batch where it peaked, and the drop from that peak to the end (mean ± std over seeds),
+and plots both curves.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+
+def _series(curve: list[dict], key: str) -> list[tuple[int, float]]:
+    """``(batch, value)`` of every record that holds ``eval/<key>``."""
+    return [(rec["batch"], rec[f"eval/{key}"]) for rec in curve if f"eval/{key}" in rec]
+
+
+def _pm(values: list[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
+
+
+def seed_summary(result: dict, proxy: str, gold: str) -> dict:
+    """One seed's final proxy and gold, the peak gold, the batch of the peak and the drop from it.
+    A run without a curve (the base model) has only its final values: its peak is its final."""
+    golds = _series(result["curve"], gold) or [(0, result["final"][f"eval/{gold}"])]
+    peak_batch, peak = max(golds, key=lambda bv: bv[1])  # the first batch reaching the peak
+    final_gold = result["final"][f"eval/{gold}"]
+    return {"proxy": result["final"].get(f"eval/{proxy}", float("nan")), "gold": final_gold,
+            "peak": peak, "peak_batch": peak_batch, "drop": peak - final_gold}  # fmt: skip
+
+
+def proxy_gold_table(results: dict, proxy: str, gold: str) -> str:
+    head = f"| method | final proxy ({proxy}) | final gold ({gold}) | peak gold | batch of peak gold | drop from peak |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for label, seeds in results.items():
+        rows = [seed_summary(r, proxy, gold) for r in seeds.values()]
+        cells = [_pm([r[k] for r in rows]) for k in ("proxy", "gold", "peak")]
+        batches = ", ".join(str(r["peak_batch"]) for r in rows)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {batches} | {_pm([r['drop'] for r in rows])} |")
+    return "\n".join(lines)
+
+
+def plot_proxy_gold(results: dict, proxy: str, gold: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, key, title in ((axes[0], proxy, f"proxy: {proxy}"), (axes[1], gold, f"gold: {gold}")):
+        for label, seeds in results.items():
+            by_batch: dict[int, list[float]] = {}
+            for r in seeds.values():
+                for b, v in _series(r["curve"], key):
+                    by_batch.setdefault(b, []).append(v)
+            if by_batch:
+                xs = sorted(by_batch)
+                ax.plot(xs, [statistics.fmean(by_batch[x]) for x in xs], label=label)
+        ax.set_title(f"{title} (held-out, mean over seeds)")
+        ax.set_xlabel("rollout batch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
