@@ -88,7 +88,7 @@ class DataConfig:
     eval: list = _f([], "Held-out evaluation data sets (same forms as `train`), each reported on its own; empty disables evaluation.", may_change=True)
     train_split: str = _f("train", "Split to read when `train` is a hub data set.")
     eval_split: str = _f("test", "Split to read when `eval` is a hub data set.", may_change=True)
-    preset: str = _f("", "Column preset: gsm8k, math, math500, numina, dapo_math, or a benchmark's (docs/data.md#benchmark-presets); empty uses the column names below.")
+    preset: str = _f("", "Column preset: gsm8k, math, math500, numina, dapo_math, ultrafeedback, hh_rlhf (docs/data.md#preference-data), or a benchmark's (docs/data.md#benchmark-presets); empty uses the column names below.")
     prompt_column: str = _f("prompt", "Column holding the prompt (a string or a list of chat messages).")
     answer_column: str = _f("answer", "Column holding the verifier's gold answer.")
     completion_column: str = _f("completion", "Column holding the expert demonstration.")
