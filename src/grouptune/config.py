@@ -196,7 +196,7 @@ class OptimConfig:
 @dataclass
 class LogConfig:
     output_dir: str = _f("runs/grouptune", "Directory for checkpoints, the final model, metrics.jsonl and samples.jsonl; one run at a time (a lock file, run.lock, is held while a run writes).", may_change=True)
-    overwrite: bool = _f(False, "Start a new run in an output_dir that holds an earlier run: delete its checkpoints/, final/, metrics.jsonl, samples.jsonl, config.yaml and tracker logs when the new run starts.", may_change=True)
+    overwrite: bool = _f(False, "Start a new run in an output_dir that holds an earlier run: delete its checkpoints/, final/, metrics.jsonl, samples.jsonl, config.yaml and tracker logs when the new run starts. With `grouptune eval --export-alpaca-eval`: replace the export's files.", may_change=True)
     log_every: int = _f(1, "Write metrics every N rollout batches.", valid=AT_LEAST_1, may_change=True)
     samples_per_log: int = _f(4, "Completions (with rewards and advantages) saved to samples.jsonl at each log.", valid=NON_NEGATIVE, may_change=True)
     report_to: list = _f([], "Extra trackers through accelerate: tensorboard, wandb, trackio.", may_change=True)
