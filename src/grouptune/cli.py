@@ -4,6 +4,7 @@
     grouptune train --config pipeline.yaml      # stages: sft -> gft -> grpo, each from the last one's final/
     grouptune eval  --model.name_or_path runs/x/final --data.eval test.jsonl --reward.functions math
     grouptune eval  --model.name_or_path runs/x/final --suite gft_math --suite-data benchmarks/
+    grouptune eval  --model.name_or_path runs/x/final --data.eval prompts.jsonl --export-alpaca-eval outputs/
     grouptune demo  [--method gft]
     grouptune compare --suite gft_table
 
@@ -78,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "DIR/<benchmark>/test.jsonl; same as --log.eval_suite_data (default: hub copies).")
     ev.add_argument("--suite-source", action="append", default=[], metavar="BENCHMARK=SOURCE",
                     help="Read one benchmark of the suite from this file or hub name (repeatable).")
+    ev.add_argument("--export-alpaca-eval", default="", metavar="DIR", help="Also write each data.eval set's greedy "
+                    "completions to DIR/<data set>.json in AlpacaEval's model-outputs format, for an external judge; "
+                    "sets without gold answers are exported only; an existing file is refused unless --log.overwrite "
+                    "true (docs/evaluation.md#exporting-completions-for-an-external-judge) (default: '').")
+    ev.add_argument("--generator", default="", metavar="NAME", help="The export's generator name (default: the "
+                    "model path's last part; for a run's final/ model, the run directory's name).")
 
     from grouptune.testbed import commands
 
@@ -180,6 +187,10 @@ def _eval(args: argparse.Namespace) -> int:
     if args.output:
         _check_writable(Path(args.output))  # before the evaluation, not after it
     suite = args.suite or cfg.log.eval_suite
+    export = _export(args, cfg)
+    if suite and export is not None:
+        raise ConfigError("--export-alpaca-eval writes the completions of the data.eval sets; it does not apply "
+                          "to --suite (log.eval_suite)")  # fmt: skip
     if suite:
         from grouptune.suites import format_suite_table, parse_sources, run_suite
 
@@ -187,13 +198,25 @@ def _eval(args: argparse.Namespace) -> int:
         results = run_suite(cfg, suite, args.suite_data or cfg.log.eval_suite_data, sources)
         print(format_suite_table(results))
     else:
-        results = evaluate_model(cfg)
+        results = evaluate_model(cfg, export)
         print(format_table(results))
     if args.output:
         tmp = Path(args.output).with_name(Path(args.output).name + ".tmp")
         tmp.write_text(json.dumps(results, indent=2))
         os.replace(tmp, args.output)
     return 0
+
+
+def _export(args: argparse.Namespace, cfg):
+    """The ``--export-alpaca-eval`` of this evaluation, or None."""
+    if not args.export_alpaca_eval:
+        if args.generator:
+            raise ConfigError("--generator names the model in an export: it needs --export-alpaca-eval DIR")
+        return None
+    from grouptune.evaluation import AlpacaEvalExport, default_generator
+
+    generator = args.generator or default_generator(cfg.model.name_or_path)
+    return AlpacaEvalExport(Path(args.export_alpaca_eval).expanduser(), generator, cfg.log.overwrite)
 
 
 def _check_writable(path: Path) -> None:

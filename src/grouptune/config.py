@@ -88,7 +88,7 @@ class DataConfig:
     eval: list = _f([], "Held-out evaluation data sets (same forms as `train`), each reported on its own; empty disables evaluation.", may_change=True)
     train_split: str = _f("train", "Split to read when `train` is a hub data set.")
     eval_split: str = _f("test", "Split to read when `eval` is a hub data set.", may_change=True)
-    preset: str = _f("", "Column preset: gsm8k, math, math500, numina, dapo_math, or a benchmark's (docs/data.md#benchmark-presets); empty uses the column names below.")
+    preset: str = _f("", "Column preset: gsm8k, math, math500, numina, dapo_math, ultrafeedback, hh_rlhf (docs/data.md#preference-data), or a benchmark's (docs/data.md#benchmark-presets); empty uses the column names below.")
     prompt_column: str = _f("prompt", "Column holding the prompt (a string or a list of chat messages).")
     answer_column: str = _f("answer", "Column holding the verifier's gold answer.")
     completion_column: str = _f("completion", "Column holding the expert demonstration.")
@@ -197,7 +197,7 @@ class OptimConfig:
 @dataclass
 class LogConfig:
     output_dir: str = _f("runs/grouptune", "Directory for checkpoints, the final model, metrics.jsonl and samples.jsonl; one run at a time (a lock file, run.lock, is held while a run writes).", may_change=True)
-    overwrite: bool = _f(False, "Start a new run in an output_dir that holds an earlier run: delete its checkpoints/, final/, metrics.jsonl, samples.jsonl, config.yaml and tracker logs when the new run starts.", may_change=True)
+    overwrite: bool = _f(False, "Start a new run in an output_dir that holds an earlier run: delete its checkpoints/, final/, metrics.jsonl, samples.jsonl, config.yaml and tracker logs when the new run starts. With `grouptune eval --export-alpaca-eval`: replace the export's files.", may_change=True)
     log_every: int = _f(1, "Write metrics every N rollout batches.", valid=AT_LEAST_1, may_change=True)
     samples_per_log: int = _f(4, "Completions (with rewards and advantages) saved to samples.jsonl at each log.", valid=NON_NEGATIVE, may_change=True)
     report_to: list = _f([], "Extra trackers through accelerate: tensorboard, wandb, trackio.", may_change=True)

@@ -29,6 +29,11 @@ Columns (``presets``)
                    demonstration = ``solution``.
     dapo_math      prompt ``prompt`` (chat messages); gold = ``reward_model.ground_truth``;
                    no demonstrations.
+    ultrafeedback  prompt ``prompt``; demonstration = the last (assistant) message of
+                   ``chosen``; no gold answer (``preferences``).
+    hh_rlhf        prompt = the turns of the ``chosen`` transcript before its last
+                   ``\n\nAssistant:``, as chat messages; demonstration = the response after
+                   it; no gold answer (``preferences``).
 
     A dotted name (``reward_model.ground_truth``) reads inside nested objects, also from
     JSON text in a CSV cell. ``teacher_column`` applies with every preset. A gold answer or

@@ -160,13 +160,10 @@ def row_fields(row: dict, rules: RowRules) -> tuple[dict, list[tuple[str, str]]]
     """The Example fields of one row, and a (column, message) per problem found in it."""
     layout, text_cells, wanted = rules.layout, rules.text_cells, rules.layout.fields
     reader = _RowReader(row, rules)
-    gold_column, gold_reader = next(
-        ((c, r) for c, r in layout.gold if present(lookup(row, c, text_cells))), layout.gold[-1]
-    )
-    read_gold = partial(_judgeable_gold, reader=gold_reader, checks=rules.gold_checks)
+    read_prompt = layout.read_prompt or partial(check_prompt, text_cells=text_cells)
     fields = {  # read in this order: a row's problems are listed in it
-        "prompt": reader.read(layout.prompt, partial(check_prompt, text_cells=text_cells), True, "prompt"),
-        "answer": reader.read(gold_column, read_gold, "answer" in wanted, "gold answer"),
+        "prompt": reader.read(layout.prompt, read_prompt, True, "prompt"),
+        "answer": _read_gold(reader, "answer" in wanted),
         "completion": None,
     }
     if layout.demo:
@@ -178,6 +175,16 @@ def row_fields(row: dict, rules: RowRules) -> tuple[dict, list[tuple[str, str]]]
     fields["teacher_completions"] = teachers or []
     reader.issues += _too_few_teachers(fields["teacher_completions"], layout.teacher, rules.min_teachers)
     return fields, list(dict.fromkeys(reader.issues))  # gsm8k reads gold and demonstration from one cell
+
+
+def _read_gold(reader: _RowReader, required: bool) -> str | None:
+    """The gold answer from the first gold column the row has a value in; None for a layout without one."""
+    layout, row, text_cells = reader.rules.layout, reader.row, reader.rules.text_cells
+    if not layout.gold:
+        return None
+    column, gold_reader = next(((c, r) for c, r in layout.gold if present(lookup(row, c, text_cells))), layout.gold[-1])
+    read = partial(_judgeable_gold, reader=gold_reader, checks=reader.rules.gold_checks)
+    return reader.read(column, read, required, "gold answer")
 
 
 def _judgeable_gold(value, reader: Callable, checks: Sequence[Callable[[str], str | None]]) -> str:

@@ -46,6 +46,10 @@ def load_examples(
     problems = table.problems + problems
     if "completion" in layout.fields and layout.demo is None:
         problems.append(Problem(table.name, None, None, f"preset {cfg.preset!r} has no demonstrations"))
+    if "answer" in layout.fields and not layout.gold:
+        message = (f"preset {cfg.preset!r} has no gold answers for a verifier to judge: score it with a reward "
+                   "model (rm:PATH) or a user function")  # fmt: skip
+        problems.append(Problem(table.name, None, None, message))
     rules = RowRules(layout, table.text_cells, absent, gold_checks, min_teachers)
     drafts = _check_rows(table, rules, cfg, tokenizer, problems)
     report = LoadReport(table.name, n_rows=len(table.rows))

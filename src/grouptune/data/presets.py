@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from grouptune.answers import gsm8k_final_answer, last_boxed
 from grouptune.config import ConfigError, DataConfig
 from grouptune.data.benchmarks import BENCHMARKS
+from grouptune.data.preferences import chosen_response, hh_prompt, hh_response
 from grouptune.data.problems import BadValue, short
 from grouptune.data.templates import TEMPLATES
 
@@ -67,12 +68,13 @@ class Layout:
     """Where each Example field comes from: column names and how a value is read."""
 
     prompt: str
-    gold: tuple[tuple[str, Callable], ...]  # (column, reader); the first column present in a row wins
+    gold: tuple[tuple[str, Callable], ...]  # (column, reader); the first column present in a row wins; () none
     demo: tuple[str, Callable] | None  # (column, reader); None: the source has no demonstrations
     teacher: str
     columns: frozenset[str]  # must exist in the source
     fields: frozenset[str]  # Example fields every row must have: answer, completion, teacher_completions
     derive: Callable | None = None  # Table -> Table with derived columns (benchmark presets, ``benchmarks``)
+    read_prompt: Callable | None = None  # reads the prompt column (``preferences``); None: text or chat messages
 
     def read_columns(self) -> set[str]:
         """Every column this layout may read, required or not."""
@@ -82,13 +84,16 @@ class Layout:
 
 _MATH_GOLD = (("answer", as_text), ("solution", _boxed_gold))
 
-# preset -> (prompt column, gold readers, demonstration reader)
+# preset -> (prompt column or (column, reader), gold readers, demonstration reader)
 _PRESETS: dict[str, tuple] = {
     "gsm8k": ("question", (("answer", _gsm8k_gold),), ("answer", _gsm8k_demo)),
     "math": ("problem", _MATH_GOLD, ("solution", as_text)),
     "math500": ("problem", _MATH_GOLD, ("solution", as_text)),
     "numina": ("problem", (("solution", _boxed_gold),), ("solution", as_text)),
     "dapo_math": ("prompt", (("reward_model.ground_truth", as_text),), None),
+    # preference data of RLHF (``preferences``): no gold answer, the chosen response as the demonstration
+    "ultrafeedback": ("prompt", (), ("chosen", chosen_response)),
+    "hh_rlhf": (("chosen", hh_prompt), (), ("chosen", hh_response)),
     # benchmark presets (``benchmarks``): question and gold built from several columns, no demonstrations
     **{name: ("_question", (("_gold", as_text),), None) for name in BENCHMARKS},
 }
@@ -114,7 +119,7 @@ def layout_for(cfg: DataConfig, require: Iterable[str]) -> Layout:
 
 def _preset_layout(cfg: DataConfig, require: frozenset[str], teacher: set[str]) -> Layout:
     """A preset names its own columns (a warning lists the config's column names it overrides);
-    its rows always need a gold answer."""
+    its rows always need a gold answer, if it reads one."""
     overridden = [
         f"data.{f}" for f in ("prompt_column", "answer_column", "completion_column") if _explicit(cfg, f)
     ]
@@ -123,9 +128,11 @@ def _preset_layout(cfg: DataConfig, require: frozenset[str], teacher: set[str]) 
             "data.preset=%s sets the columns itself; ignoring %s", cfg.preset, ", ".join(overridden)
         )
     prompt, gold, demo = _PRESETS[cfg.preset]
-    columns = {prompt, gold[-1][0]} | ({demo[0]} if demo else set()) | teacher
-    fields = require | {"answer"}
-    return Layout(prompt, gold, demo, cfg.teacher_column, frozenset(columns), fields, BENCHMARKS.get(cfg.preset))
+    prompt, read_prompt = (prompt, None) if isinstance(prompt, str) else prompt
+    columns = {prompt} | {c for c, _ in gold[-1:]} | ({demo[0]} if demo else set()) | teacher
+    fields = require | ({"answer"} if gold else set())
+    derive = BENCHMARKS.get(cfg.preset)
+    return Layout(prompt, gold, demo, cfg.teacher_column, frozenset(columns), fields, derive, read_prompt)
 
 
 def _explicit(cfg: DataConfig, name: str) -> bool:
