@@ -74,8 +74,9 @@ class Trainer:
         self.tokenizer, self.eos_ids = self.policy.tokenizer, self.policy.eos_ids
         self.engine = make_engine(cfg, self.acc, self.acc.unwrap_model(self.model), self.tokenizer, self.eos_ids)
         self.reward_fns = build_reward_functions(cfg.reward)
-        demos = max(plan.off_policy, int(self.method.expert_stream))  # CHORD's expert rows need demonstrations
-        self.train_data, self.eval_data = load_run_data(cfg, self.tokenizer, demos, self.reward_fns)
+        # CHORD's expert rows are demonstrations: of the training rows unless data.expert names a set of its own
+        demos = max(plan.off_policy, int(self.method.expert_stream and not cfg.data.expert))
+        self.train_data, self.eval_data, self.expert_data = load_run_data(cfg, self.tokenizer, demos, self.reward_fns)
         self.eval_suite = load_run_suite(cfg, self.tokenizer)  # log.eval_suite: a paper's benchmarks
         self.order = DataOrder(len(self.train_data), cfg.optim.seed)
         self.log = RunLog(cfg, self.acc)
