@@ -349,7 +349,8 @@ class Trainer:
                 mb = mb.to(self.acc.device)
                 logs.append(self._micro_step(mb, *step.inputs(i, mb)))
         out = _mean_dicts(logs)
-        for key in ("loss", f"{self.method.name}/loss"):  # micro-batch losses add up to the step's loss
+        # micro-batch losses add up to the step's loss, and so do its parts (CHORD's rl_loss and sft_loss, ...)
+        for key in (k for k in out if k.endswith("loss")):
             out[key] = sum(x[key] for x in logs if key in x)
         out.update(self._apply_gradients(out["loss"]))
         return out
