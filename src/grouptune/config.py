@@ -85,6 +85,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     train: str = _f("", "Training data: a local .jsonl/.json/.parquet/.csv file or a Hugging Face data set name.")
+    expert: str = _f("", "CHORD (chord_mu, chord_phi): a separate expert SFT data set for the expert stream (same forms and columns as `train`; every row needs a demonstration), as the CHORD paper uses; empty = the demonstrations of the `train` rows. Refused for methods without an expert stream.")
     eval: list = _f([], "Held-out evaluation data sets (same forms as `train`), each reported on its own; empty disables evaluation.", may_change=True)
     train_split: str = _f("train", "Split to read when `train` is a hub data set.")
     eval_split: str = _f("test", "Split to read when `eval` is a hub data set.", may_change=True)

@@ -11,7 +11,10 @@ pass of one micro-batch and returns its ``LossInputs``:
   policy's logits and the reference's (the frozen initial model, or under LoRA the policy with its
   adapter disabled) by :func:`grouptune.losses.vocab_kl`, never a float32 ``[N, T, V]`` copy;
 - ``expert_stream`` (CHORD): the micro-batch's share of expert rows, scored in the same forward
-  pass as its rollouts (one forward per backward, as DDP and DeepSpeed expect).
+  pass as its rollouts (one forward per backward, as DDP and DeepSpeed expect). The rows are the
+  demonstrations of ``data.expert`` (a separate expert data set, as in the CHORD paper) or, when
+  it is unset, of the training rows, in a seeded order of their own; each process takes its
+  consecutive share of a step's rows, so N processes see the rows one process sees.
 
 ``method.loss_normalizer: micro_batch`` replaces the step's token counts by each micro-batch's
 own count times the number of micro-batches (the official GFT code's and verl's token mean).
@@ -37,8 +40,10 @@ class LossFeeder:
     def __init__(self, trainer):
         self.t = trainer
         self.expert_order = None
+        # the expert rows: data.expert's, else the training rows' demonstrations
+        self.expert_data = trainer.expert_data if trainer.expert_data is not None else trainer.train_data
         if trainer.method.expert_stream:  # the expert rows' own data order, seeded apart from the prompts'
-            self.expert_order = DataOrder(len(trainer.train_data), seed_for(trainer.cfg.optim.seed, -2))
+            self.expert_order = DataOrder(len(self.expert_data), seed_for(trainer.cfg.optim.seed, -2))
 
     def step(self, mini: Batch, first: bool = True) -> StepInputs:
         """The inputs of an optimizer step over ``mini``; ``first``: the first step of its rollout
@@ -55,7 +60,7 @@ class LossFeeder:
         start = t.state.get("expert_cursor", 0)
         t.state["expert_cursor"] = start + n * t.plan.world
         first = start + t.acc.process_index * n
-        examples = [t.train_data[self.expert_order(first + j)] for j in range(n)]
+        examples = [self.expert_data[self.expert_order(first + j)] for j in range(n)]
         return demonstration_rows(examples, t.tokenizer, t.eos_ids[0], t.cfg.rollout.max_new_tokens)
 
 

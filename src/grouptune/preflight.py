@@ -9,6 +9,9 @@ model load. A ``ConfigError`` names the setting, its value and what is allowed:
 - settings that only make sense together (``log.overwrite`` with ``checkpoint.resume``,
   ``model.load_in_4bit`` without LoRA);
 - names looked up in registries: advantage baselines and scales, data presets;
+- ``data.expert`` (CHORD's separate expert data set) only for a method with an expert stream,
+  and every one of its rows with a demonstration (``data.check_rows``, no tokenizer needed):
+  a ``DataError`` naming file, row and column;
 - paths: the model and reward models (``modeling.check_model_path``: a local path that does
   not exist is reported as missing, only names shaped like ``org/name`` go to the hub), the
   files of user reward functions, local data files, the output directory setting.
@@ -37,6 +40,10 @@ def check_run(cfg: TrainConfig) -> None:
         raise ConfigError(problems[0])
     if problems:
         raise ConfigError(f"{len(problems)} problems with the settings:\n  " + "\n  ".join(problems))
+    if cfg.data.expert:  # the settings are sound: read the expert set's rows (a DataError lists every problem)
+        from grouptune.data import check_rows
+
+        check_rows(cfg.data, cfg.data.expert, split=cfg.data.train_split, require=("completion",))
 
 
 def _check_combinations(cfg: TrainConfig) -> None:
@@ -45,6 +52,13 @@ def _check_combinations(cfg: TrainConfig) -> None:
                           "log.output_dir, overwrite deletes it; choose one")  # fmt: skip
     if cfg.model.load_in_4bit and cfg.model.lora_r <= 0:
         raise ConfigError("model.load_in_4bit trains LoRA adapters on 4-bit base weights (QLoRA): set model.lora_r > 0")
+    if cfg.data.expert:
+        from grouptune.methods import METHODS, get_method
+
+        if not get_method(cfg.method.name).expert_stream:
+            streams = ", ".join(name for name, m in METHODS.items() if m.expert_stream)
+            raise ConfigError(f"data.expert = {cfg.data.expert!r}: method {cfg.method.name} has no expert stream to "
+                              f"feed (only {streams}); unset data.expert")  # fmt: skip
 
 
 def _check_registries(cfg: TrainConfig) -> None:
@@ -68,6 +82,7 @@ def _check_paths(cfg: TrainConfig) -> None:
         raise ConfigError("log.output_dir is required: the directory the run writes to")
     check_model_path(cfg.model.name_or_path, "model.name_or_path")
     named = [("data.train", cfg.data.train)] + [(f"data.eval[{i}]", s) for i, s in enumerate(cfg.data.eval)]
+    named += [("data.expert", cfg.data.expert)] if cfg.data.expert else []
     for setting, source in named:  # a local data file (by its suffix) that is not there
         path = Path(source).expanduser()
         if path.suffix.lower() in LOCAL_FORMATS and not path.is_file():

@@ -75,8 +75,11 @@ class Trainer:
         self.engine = make_engine(cfg, self.acc, self.acc.unwrap_model(self.model), self.tokenizer, self.eos_ids)
         self.reward_fns = build_reward_functions(cfg.reward)
         self.eval_fns = build_eval_functions(cfg.reward) if cfg.reward.eval_functions else self.reward_fns
-        demos = max(plan.off_policy, int(self.method.expert_stream))  # CHORD's expert rows need demonstrations
-        self.train_data, self.eval_data = load_run_data(cfg, self.tokenizer, demos, self.reward_fns, self.eval_fns)
+        # CHORD's expert rows are demonstrations: of the training rows unless data.expert names a set of its own
+        demos = max(plan.off_policy, int(self.method.expert_stream and not cfg.data.expert))
+        self.train_data, self.eval_data, self.expert_data = load_run_data(
+            cfg, self.tokenizer, demos, self.reward_fns, self.eval_fns
+        )
         self.eval_suite = load_run_suite(cfg, self.tokenizer)  # log.eval_suite: a paper's benchmarks
         self.order = DataOrder(len(self.train_data), cfg.optim.seed)
         self.log = RunLog(cfg, self.acc)
@@ -349,7 +352,8 @@ class Trainer:
                 mb = mb.to(self.acc.device)
                 logs.append(self._micro_step(mb, *step.inputs(i, mb)))
         out = _mean_dicts(logs)
-        for key in ("loss", f"{self.method.name}/loss"):  # micro-batch losses add up to the step's loss
+        # micro-batch losses add up to the step's loss, and so do its parts (CHORD's rl_loss and sft_loss, ...)
+        for key in (k for k in out if k.endswith("loss")):
             out[key] = sum(x[key] for x in logs if key in x)
         out.update(self._apply_gradients(out["loss"]))
         return out

@@ -12,9 +12,12 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_runs import make_cfg
+from conftest import arithmetic_rows, write_jsonl
+from helpers_runs import make_cfg, weights
 
 from grouptune.config import ConfigError
+from grouptune.data import DataError
+from grouptune.layout import DataOrder, seed_for
 from grouptune.losses import chord_mu
 from grouptune.methods import METHODS, LossInputs, register
 from grouptune.rollout import completion_logits, completion_logprobs
@@ -141,6 +144,71 @@ def test_chord_expert_stream(tiny_llama, tiny_data, tmp_path):
         expected = sum(chord_mu(b * steps + s + 1, 0, 200, 0.9, 0.05) for s in range(steps)) / steps
         assert record["chord_mu/mu"] == pytest.approx(expected, rel=1e-9)
         assert "chord_mu/clip_ratio/dual" in record and "chord_mu/sft_loss" in record
+
+
+def expert_set(path, n: int = 5) -> str:
+    """A separate expert SFT data set: prompts other than the training rows', each with a demonstration."""
+    rows = [{"prompt": f"What is {a} times 3?", "completion": f"{a} times 3 is {3 * a}. #### {3 * a}"}
+            for a in range(2, 2 + n)]  # fmt: skip
+    return str(write_jsonl(path, rows))
+
+
+def test_chord_expert_stream_from_its_own_data_set_resumes_bit_exactly(tiny_llama, tmp_path):
+    """data.expert: the expert rows are that set's demonstrations in the seeded expert order (5 rows, 4 per
+    step: the order runs over epochs); the training rows then need no demonstration; a run stopped after 2
+    rollout batches and resumed continues the same stream: the weights equal those of 4 batches straight."""
+    train = [{k: v for k, v in row.items() if k != "completion"} for row in arithmetic_rows(12)]
+    data = {"train": write_jsonl(tmp_path / "train.jsonl", train), "eval": write_jsonl(tmp_path / "eval.jsonl", train[:2])}
+    expert = {"data.expert": expert_set(tmp_path / "expert.jsonl")}
+    probe = Trainer(make_cfg(tiny_llama, data, tmp_path / "probe", "chord_phi", **expert))
+    assert [ex.completion for ex in probe.feeder.expert_data] == [f"{a} times 3 is {3 * a}. #### {3 * a}"
+                                                                  for a in range(2, 7)]  # fmt: skip
+    _, step = first_micro_batch(probe)
+    order = DataOrder(5, seed_for(0, -2))
+    assert step.expert.example_index.tolist() == [order(i) for i in range(4)]
+    demos = probe.tokenizer.batch_decode([ids[m.bool()] for ids, m in zip(step.expert.completion_ids,
+                                                                             step.expert.completion_mask)],
+                                            skip_special_tokens=True)  # fmt: skip
+    for demo, index in zip(demos, step.expert.example_index.tolist()):  # cut at max_new_tokens (8)
+        assert demo and probe.feeder.expert_data[index].completion.startswith(demo)
+    straight = Trainer(make_cfg(tiny_llama, data, tmp_path / "a", "chord_phi", **expert, **{"optim.total_batches": 4}))
+    straight.train()
+    first = Trainer(make_cfg(tiny_llama, data, tmp_path / "b", "chord_phi", **expert,
+                             **{"optim.total_batches": 2, "checkpoint.save_every": 2}))  # fmt: skip
+    first.train()
+    second = Trainer(make_cfg(tiny_llama, data, tmp_path / "b", "chord_phi", **expert,
+                              **{"optim.total_batches": 4, "checkpoint.resume": True}))  # fmt: skip
+    second.train()
+    assert second.state["expert_cursor"] == straight.state["expert_cursor"] == 4 * 2 * 4
+    a, b = weights(straight.model), weights(second.model)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    with pytest.raises(DataError, match="column 'completion': column not found"):  # without data.expert: the
+        Trainer(make_cfg(tiny_llama, data, tmp_path / "c", "chord_phi"))  # training rows' demonstrations
+
+
+def test_expert_set_is_checked_before_the_model_loads(tiny_llama, tiny_data, tmp_path, monkeypatch):
+    """A row without a demonstration (named by file, row, line and column), a missing file, and a method
+    without an expert stream are refused before any model loads."""
+    import grouptune.trainer
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(grouptune.trainer, "build_policy", no_model)
+    path = tmp_path / "expert.jsonl"
+    rows = [{"prompt": "What is 2 + 2?", "completion": "4"}, {"prompt": "What is 3 + 3?", "completion": " "},
+            {"prompt": "What is 4 + 4?"}]  # fmt: skip
+    write_jsonl(path, rows)
+    with pytest.raises(DataError) as err:
+        Trainer(make_cfg(tiny_llama, tiny_data, tmp_path / "a", "chord_mu", **{"data.expert": str(path)}))
+    assert [(p.row, p.column) for p in err.value.problems] == [(1, "completion"), (2, "completion")]
+    assert f"{path}, row 1 (line 2), column 'completion': no demonstration" in str(err.value)
+    assert f"{path}, row 2 (line 3), column 'completion': no demonstration" in str(err.value)
+    with pytest.raises(ConfigError, match="data.expert: file not found"):
+        Trainer(make_cfg(tiny_llama, tiny_data, tmp_path / "b", "chord_phi", **{"data.expert": str(tmp_path / "x.jsonl")}))
+    with pytest.raises(ConfigError, match=r"method grpo has no expert stream to feed \(only chord_mu, chord_phi\)"):
+        Trainer(make_cfg(tiny_llama, tiny_data, tmp_path / "c", "grpo", **{"data.expert": str(path)}))
 
 
 def test_dual_clip_setting_reaches_grpo_and_is_checked(tiny_llama, tiny_data, tmp_path):

@@ -86,12 +86,20 @@ RUNS = {
     "gift_lora": {"method.name": "gift", "method.gift_reference": "initial", "rollout.generation_batch_size": 6,
                   "model.lora_r": 4, "model.lora_target_modules": "[q_proj,v_proj]", "model.merge_lora_on_save": "true"},
 }  # fmt: skip
+# ASFT and CHORD under the sharded engines (under DDP: tests/trainer/test_baselines.py). ASFT's loss needs
+# the frozen reference's whole logits at every position: its reference is sharded as GIFT's is, and
+# gathered by the engine's forward. CHORD's expert rows, here from a separate expert set (data.expert),
+# are split over the processes: each takes its consecutive share of a step's rows.
+BASELINES = {
+    "asft": {"method.name": "asft", "optim.total_batches": 2},
+    "chord_phi": {"method.name": "chord_phi", "rollout.generation_batch_size": 6, "optim.total_batches": 2},
+}  # fmt: skip
 DISTINCT = "def distinct(prompts, completions, **_):\n    return [len(set(c)) / 8 for c in completions]\n"
 
 
 def argv(model, data, out, run: str, with_eval: bool = False, **extra) -> list[str]:
     values = {"model.name_or_path": model, "data.train": data["train"], "log.output_dir": out,
-              **COMMON, **RUNS[run], **extra}  # fmt: skip
+              **COMMON, **(RUNS | BASELINES)[run], **extra}  # fmt: skip
     if run == "gift_lora":
         reward = Path(data["train"]).parent / "distinct.py"
         reward.write_text(DISTINCT)
@@ -189,6 +197,40 @@ def test_two_processes_match_one_and_write_once(engine, tiny_llama, tiny_data, t
     assert [r["batch"] for r in records(two / "resumed") if "loss" in r] == [1, 2, 3]
     for k, v in final_weights(one / "gft").items():
         torch.testing.assert_close(final_weights(one / "resumed")[k], v, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("engine", ENGINES[1:])
+def test_asft_and_chord_train_under_sharded_engines_as_in_one_process(engine, tiny_llama, tiny_data, tmp_path):
+    """ASFT (its reference sharded under FSDP2 and ZeRO-3, checked) and CHORD-phi with a separate expert
+    set, 2 processes through ``accelerate launch`` against 1 process, within the sharded tolerance above."""
+    expert = tmp_path / "expert.jsonl"
+    expert.write_text("".join(json.dumps({"prompt": f"What is {a} times 3?", "completion": f"{a} times 3 is {3 * a}."})
+                              + "\n" for a in range(2, 9)))  # fmt: skip
+    extra = {"asft": {}, "chord_phi": {"data.expert": expert}}
+    two, one = tmp_path / "two", tmp_path / "one"
+    (tmp_path / "runs.json").write_text(json.dumps([argv(tiny_llama, tiny_data, two / r, r, **extra[r]) for r in BASELINES]))
+    (tmp_path / "asft.json").write_text(json.dumps(argv(tiny_llama, tiny_data, tmp_path / "shards", "asft")))
+    (tmp_path / "two.py").write_text(SHIM + SCRIPT + (CHECK_SHARDS if engine != "deepspeed_zero2" else 'print("shards ok")'))
+    code, log = accelerate_launch(engine, 2, tmp_path / "two.py", tmp_path / "runs.json", tmp_path / "asft.json")
+    assert code == 0 and log.count("shards ok") == 2, log[-3000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers
+    try:
+        for r in BASELINES:
+            assert main(argv(tiny_llama, tiny_data, one / r, r, **extra[r])) == 0
+    finally:
+        torch.set_num_threads(threads)
+    base = load_file(Path(tiny_llama) / "model.safetensors")
+    for r in BASELINES:
+        w1, w2 = final_weights(one / r), final_weights(two / r)
+        assert set(w2) == set(w1) == set(base) and moved(w1, base) > 1e-3, (r, moved(w1, base))
+        for k in w1:
+            torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-5, msg=lambda m, where=f"{r}: {k}": f"{where}: {m}")
+        r1, r2 = [[x for x in records(d / r) if "loss" in x] for d in (one, two)]
+        assert [x["batch"] for x in r2] == [1, 2], r
+        for a, b in zip(r1, r2):
+            for key in ("loss", f"{r}/loss", "grad_norm", "entropy", {"asft": "asft/kl", "chord_phi": "chord_phi/sft_loss"}[r]):
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), (r, key, a[key], b[key])
 
 
 def fake_accelerator(engine: str):

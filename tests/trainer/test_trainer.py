@@ -77,7 +77,7 @@ def test_resume_continues_bit_exactly(method, tiny_llama, tiny_data, tmp_path):
 @pytest.mark.parametrize("method", ["gft", "grpo", "gift", "sft_mix", "asft", "psft", "luffy", "chord_mu"])
 def test_micro_batch_size_does_not_change_loss_or_gradients(method, tiny_llama, tiny_data, tmp_path, monkeypatch):
     """One optimizer step accumulated over 1-group micro-batches == the same step in one pass."""
-    grads, losses = {}, {}
+    grads, losses, logged = {}, {}, {}
 
     def capture(name):
         def fake_apply(self, loss):
@@ -95,10 +95,14 @@ def test_micro_batch_size_does_not_change_loss_or_gradients(method, tiny_llama, 
         batch, _ = trainer.make_batch()
         trainer.add_fixed_logprobs(batch)
         monkeypatch.setattr(Trainer, "_apply_gradients", capture(micro))
-        trainer.optimizer_step(batch)
+        logged[micro] = trainer.optimizer_step(batch)
         monkeypatch.undo()
 
     assert losses[1] == pytest.approx(losses[0], rel=1e-5, abs=1e-6)
+    parts = [k for k in logged[0] if k.endswith("loss")]  # the loss and its parts (CHORD's rl / sft, LUFFY's pg)
+    assert len(parts) == 2 + {"luffy": 1, "chord_mu": 2}.get(method, 0), parts
+    for key in parts:  # logged per step, summed over micro-batches: not a mean of micro-batch shares
+        assert logged[1][key] == pytest.approx(logged[0][key], rel=1e-5, abs=1e-6), key
     assert grads[1].keys() == grads[0].keys() and grads[0]
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6)

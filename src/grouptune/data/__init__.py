@@ -64,7 +64,7 @@ What is checked (``checks``), before any training
 """
 
 from grouptune.data.example import Example, ExampleList, LoadReport, reward_columns
-from grouptune.data.loader import load_examples, load_run_data
+from grouptune.data.loader import check_rows, load_examples, load_run_data
 from grouptune.data.presets import LONG_PROMPT_POLICIES, PRESETS, REQUIRABLE
 from grouptune.data.problems import MAX_LISTED_PROBLEMS, DataError, Problem
 from grouptune.data.readers import LOCAL_FORMATS
@@ -80,6 +80,7 @@ __all__ = [
     "ExampleList",
     "LoadReport",
     "Problem",
+    "check_rows",
     "load_examples",
     "load_run_data",
     "reward_columns",

@@ -37,6 +37,37 @@ def load_examples(
     ``min_teachers`` teacher completions is a problem of the row.
     ``split`` applies to hub data sets only. ``ConfigError`` for invalid settings.
     """
+    table, rules, problems = _read(cfg, source, split, require, gold_checks, min_teachers)
+    drafts = _check_rows(table, rules, cfg, tokenizer, problems)
+    report = LoadReport(table.name, n_rows=len(table.rows))
+    examples = fit_prompts(drafts, cfg, tokenizer, table, problems, report)
+    _raise_problems(table, cfg, examples, problems)
+    report.n_loaded = len(examples)
+    report.max_prompt_tokens = max(len(ex.prompt_ids) for ex in examples)
+    (logger.warning if report.n_dropped or report.n_truncated else logger.info)("loaded %s", report)
+    return ExampleList(examples, report)
+
+
+def check_rows(cfg: DataConfig, source: str, *, split: str = "train", require: Iterable[str] = ()) -> None:
+    """The checks of ``load_examples`` that need no tokenizer (columns, every row's values), for a
+    start-up check before any model loads: one ``DataError`` names file, row and column of each problem."""
+    table, rules, problems = _read(cfg, source, split, require)
+    for index, row in enumerate(table.rows):
+        if row is not None:  # None: unreadable, the reader reported it
+            issues = row_fields(row, rules)[1]
+            problems += [Problem(table.name, index, column, msg, table.line(index)) for column, msg in issues]
+    if not table.rows:
+        problems.append(Problem(table.name, None, None, "no rows"))
+    if problems:
+        raise DataError(sorted(problems, key=lambda p: -1 if p.row is None else p.row))
+
+
+def _read(
+    cfg: DataConfig, source: str, split: str, require: Iterable[str],
+    gold_checks: Sequence[Callable[[str], str | None]] = (), min_teachers: int = 0,
+) -> tuple[Table, RowRules, list[Problem]]:
+    """The source read through its layout, the rules its rows are checked by, and the problems of
+    the whole source (unreadable rows, missing columns, a preset without demonstrations)."""
     check_config(cfg)
     layout = layout_for(cfg, require)
     table = read_source(source, split)
@@ -50,15 +81,7 @@ def load_examples(
         message = (f"preset {cfg.preset!r} has no gold answers for a verifier to judge: score it with a reward "
                    "model (rm:PATH) or a user function")  # fmt: skip
         problems.append(Problem(table.name, None, None, message))
-    rules = RowRules(layout, table.text_cells, absent, gold_checks, min_teachers)
-    drafts = _check_rows(table, rules, cfg, tokenizer, problems)
-    report = LoadReport(table.name, n_rows=len(table.rows))
-    examples = fit_prompts(drafts, cfg, tokenizer, table, problems, report)
-    _raise_problems(table, cfg, examples, problems)
-    report.n_loaded = len(examples)
-    report.max_prompt_tokens = max(len(ex.prompt_ids) for ex in examples)
-    (logger.warning if report.n_dropped or report.n_truncated else logger.info)("loaded %s", report)
-    return ExampleList(examples, report)
+    return table, RowRules(layout, table.text_cells, absent, gold_checks, min_teachers), problems
 
 
 def _check_rows(table: Table, rules: RowRules, cfg: DataConfig, tokenizer, problems: list[Problem]) -> list:
@@ -98,14 +121,16 @@ VERIFIERS = ("math", "gsm8k", "exact_match", "qwen_math", "choice")  # reward fu
 
 def load_run_data(
     cfg: TrainConfig, tokenizer, off_policy: int, reward_fns: list, eval_fns: list | None = None
-) -> tuple[list[Example], dict[str, list[Example]]]:
-    """Training and evaluation examples; one ``DataError`` lists the problems of every source.
+) -> tuple[list[Example], dict[str, list[Example]], list[Example] | None]:
+    """Training, evaluation and expert examples (``data.expert``, None when unset); one
+    ``DataError`` lists the problems of every source.
 
     Rows need a gold answer when a verifier scores them (one it can judge, for verifiers that
     say so: ``gold_problem``), and the training rows the demonstration (and teacher responses)
     that fill the method's ``off_policy`` members: the demonstration and K - 1 teacher responses.
     The held-out sets are checked against ``eval_fns`` (``reward.eval_functions``; default the
-    training functions).
+    training functions). Expert rows (CHORD's separate SFT set, read with the training split)
+    need a demonstration.
     """
     d = cfg.data
     eval_fns = reward_fns if eval_fns is None else eval_fns
@@ -113,6 +138,7 @@ def load_run_data(
     teachers = max(off_policy - 1, 0)
     sources = [(d.train, d.train_split, _gold(reward_fns) + demos, teachers, _checks(reward_fns))]
     sources += [(src, d.eval_split, _gold(eval_fns), 0, _checks(eval_fns)) for src in d.eval]
+    sources += [(d.expert, d.train_split, ("completion",), 0, [])] if d.expert else []  # expert rows are not scored
     loaded, problems = [], []
     for src, split, require, min_teachers, gold_checks in sources:
         try:
@@ -122,7 +148,8 @@ def load_run_data(
             problems += e.problems
     if problems:
         raise DataError(problems)
-    return loaded[0], dict(zip(d.eval, loaded[1:]))
+    expert = loaded.pop() if d.expert else None
+    return loaded[0], dict(zip(d.eval, loaded[1:])), expert
 
 
 def _gold(fns: list) -> tuple[str, ...]:
