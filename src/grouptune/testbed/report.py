@@ -37,7 +37,7 @@ def _final_eval(final: dict, split: str, key: str) -> float:
 def _eval_keys(results: dict) -> list[str]:
     """The held-out metrics the runs report, greedy first, then avg@k and pass@k by k."""
     some = next(iter(next(iter(results.values())).values()))["final"]
-    keys = {k.split("/")[-1] for k in some if k.startswith("eval/test/") and not k.endswith("n_problems")}
+    keys = {k.removeprefix("eval/test/") for k in some if k.startswith("eval/test/") and not k.endswith("n_problems")}
     order = {"greedy": 0, "avg": 1, "pass": 2}
     return sorted(keys, key=lambda k: (order.get(k.split("@")[0], 3), int(k.split("@")[1]) if "@" in k else 0, k))
 
