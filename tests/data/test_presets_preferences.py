@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from helpers_tokenizer import build_tokenizer
@@ -142,7 +143,8 @@ def test_preference_presets_refuse_a_verifier_but_train_with_a_reward_model_or_f
     verifier = load_config(overrides={"data.train": data, "data.preset": "hh_rlhf", "reward.functions": ["math"]})
     with pytest.raises(DataError, match=r"preset 'hh_rlhf' has no gold answers for a verifier to judge: score it "
                                         r"with a reward model \(rm:PATH\)"):  # fmt: skip
-        load_run_data(verifier, tok, 1, [])
+        load_run_data(verifier, tok, 1, [SimpleNamespace(name="math", fn=None)])
     user_fn = load_config(overrides={"data.train": data, "data.preset": "hh_rlhf", "reward.functions": ["rewards.py:f"]})
-    train, _ = load_run_data(user_fn, tok, 1, [])  # a GFT-style method: one demonstration per group
+    user = [SimpleNamespace(name="rewards.py:f", fn=None)]
+    train, _, _ = load_run_data(user_fn, tok, 1, user)  # a GFT-style method: one demonstration per group
     assert [ex.completion for ex in train] == ["How about Miso?", "Then start by proofing it in warm water."]
