@@ -14,6 +14,12 @@ def base_model_path() -> Path:
     return ASSETS / "base"
 
 
+def reward_model_path() -> Path:
+    """Directory of the testbed's reward model (``reward.functions: [rm:PATH]``; see
+    ``grouptune.testbed.reward_model``)."""
+    return ASSETS / "reward"
+
+
 def data_path(split: str) -> Path:
     """The ``.jsonl`` file of a shipped split: ``train``, ``test`` or ``test_hard``."""
     if split not in SPLITS:
