@@ -15,20 +15,26 @@ from pathlib import Path
 import yaml
 
 from grouptune.config import TrainConfig, load_config
-from grouptune.testbed.paths import EVAL_SPLITS, base_model_path, data_path
+from grouptune.testbed.paths import EVAL_SPLITS, base_model_path, data_path, reward_model_path
 from grouptune.testbed.report import write_report
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+TESTBED_RM = f"rm:{reward_model_path()}"
 
 
 def testbed_config(overrides: dict | None = None) -> TrainConfig:
-    """``configs/testbed.yaml`` with the shipped model and data filled in, then ``overrides``."""
+    """``configs/testbed.yaml`` with the shipped model and data filled in, then ``overrides``;
+    ``rm:testbed`` among the reward functions names the shipped reward model."""
     base = {
         "model.name_or_path": str(base_model_path()),
         "data.train": str(data_path("train")),
         "data.eval": [str(data_path(s)) for s in EVAL_SPLITS],
     }
-    return load_config(CONFIGS / "testbed.yaml", {**base, **(overrides or {})})
+    merged = {**base, **(overrides or {})}
+    for key in ("reward.functions", "reward.eval_functions"):
+        if key in merged:
+            merged[key] = [TESTBED_RM if f == "rm:testbed" else f for f in merged[key]]
+    return load_config(CONFIGS / "testbed.yaml", merged)
 
 
 def add_subcommands(sub, formatter) -> None:
