@@ -22,7 +22,7 @@ vllm = pytest.importorskip(
 
 from grouptune.evaluation import evaluate_model  # noqa: E402
 from grouptune.rollout import sample  # noqa: E402
-from grouptune.testbed.commands import testbed_config as testbed_settings  # noqa: E402  (not a test_*)
+from grouptune.testbed.commands import testbed_config as settings_of_testbed  # noqa: E402  (pytest would collect test*)
 from grouptune.testbed.paths import data_path  # noqa: E402
 from grouptune.trainer import Trainer  # noqa: E402
 
@@ -30,7 +30,7 @@ VLLM = {"rollout.engine": "vllm", "vllm.enforce_eager": True, "vllm.kv_cache_gb"
 
 
 def config(out, **overrides):
-    return testbed_settings({
+    return settings_of_testbed({
         "optim.seed": 0, "data.eval": [str(data_path("test"))], "data.max_eval_examples": 0,
         "log.eval_every": 0, "log.eval_samples": 0, "log.progress": False, "log.output_dir": str(out),
         "checkpoint.save_final": False, **VLLM, **overrides,

@@ -152,8 +152,8 @@ def plot_curves(results: dict, path: Path) -> None:
                     label=label,
                 )
         ax.set_title(title)
-        if key == "grad_norm":  # GIFT's degenerate first steps reach ~1/eps before clipping
-            ax.set_yscale("log")
+        if key == "grad_norm" and any(v > 0 for line in ax.lines for v in line.get_ydata()):
+            ax.set_yscale("log")  # GIFT's degenerate first steps reach ~1/eps before clipping
         ax.set_xlabel("rollout batch")
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
