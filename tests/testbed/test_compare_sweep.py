@@ -90,3 +90,37 @@ def test_a_sweep_refuses_pipelines_and_a_validation_split_as_large_as_the_data(t
     big = {"name": "b", "validation": 10**6, "sweep": {"optim.lr": [1e-4, 3e-4]}, "runs": [{"label": "A"}]}
     with pytest.raises(ConfigError, match="cannot be held out"):
         commands.compare(big, [0], tmp_path, TINY)
+
+
+def test_reuse_keeps_finished_identical_runs_and_retrains_the_rest(tmp_path, monkeypatch):
+    """--reuse: a second compare into the same directory keeps the runs whose settings are the same
+    and whose final model verifies; a changed setting, a corrupted final model, or a stage after a
+    retrained one trains again."""
+    import grouptune.trainer
+
+    suite = {"name": "r", "runs": [{"label": "GFT", "method.name": "gft"},
+                                   {"label": "P", "stages": [{"method.name": "sft"}, {"method.name": "grpo"}]}]}  # fmt: skip
+    first = commands.compare(suite, [0], tmp_path, TINY)
+    trained = []
+    real = grouptune.trainer.Trainer
+
+    class Counting(real):
+        def train(self):
+            trained.append(str(self.out.relative_to(tmp_path)))
+            return super().train()
+
+    monkeypatch.setattr(grouptune.trainer, "Trainer", Counting)
+    again = commands.compare({**suite, "reuse": True}, [0], tmp_path, TINY)
+    assert trained == [] and again.keys() == first.keys()
+    for label, seeds in first.items():  # the same curves, and every final metric of the training run
+        assert again[label][0]["curve"] == seeds[0]["curve"]
+        assert {k: again[label][0]["final"][k] for k in seeds[0]["final"]} == seeds[0]["final"]
+    (tmp_path / "runs" / "p" / "seed0" / "stage0" / "final" / "model.safetensors").write_bytes(b"corrupt")
+    commands.compare({**suite, "reuse": True}, [0], tmp_path, {**TINY, "optim.lr": 2e-4})
+    assert trained == ["runs/gft/seed0/stage0", "runs/p/seed0/stage0", "runs/p/seed0/stage1"]
+    trained.clear()
+    commands.compare({**suite, "reuse": True}, [0], tmp_path, {**TINY, "optim.lr": 2e-4})
+    assert trained == []
+    (tmp_path / "runs" / "p" / "seed0" / "stage0" / "final" / "model.safetensors").write_bytes(b"corrupt")
+    commands.compare({**suite, "reuse": True}, [0], tmp_path, {**TINY, "optim.lr": 2e-4})
+    assert trained == ["runs/p/seed0/stage0", "runs/p/seed0/stage1"]  # stage 1 starts from a new stage 0

@@ -77,6 +77,13 @@ def add_subcommands(sub, formatter) -> None:
         help="Train each method at every value and keep its best on a validation split carved from the "
         "training data, e.g. optim.lr=3e-5,1e-4,3e-4 (default: none = the suite's sweep, if any).",
     )
+    cmp.add_argument(
+        "--reuse",
+        action="store_true",
+        help="Keep each run of an earlier compare into the same --output-dir whose resolved settings are "
+        "identical, that ran to the end and whose final model verifies, instead of training it again: an "
+        "interrupted suite continues. Runs are matched by settings, not by grouptune's version (default: off).",
+    )
     cmp.set_defaults(run=run_compare)
 
 
@@ -153,6 +160,8 @@ def run_compare(args: argparse.Namespace) -> int:
         extra[key] = parse_cli_value(value)
     if args.sweep:
         suite = {**suite, "sweep": parse_sweep(args.sweep)}
+    if args.reuse:
+        suite = {**suite, "reuse": True}
     out = Path(args.output_dir or f"reports/{suite['name']}")
     results, sweeps = compare(suite, seeds, out, extra, with_sweeps=True)
     write_report(suite, results, out, sweeps)
@@ -220,7 +229,8 @@ def _run_seed(suite: dict, run: dict, seed: int, extra: dict, run_dir: Path) -> 
     model_path, final = None, {}
     for i, stage in enumerate(run.get("stages", [run])):
         name = f"{run['label']} seed {seed} stage {i}"
-        final = _train_stage(suite, stage, seed, extra, run_dir / f"stage{i}", model_path, name)
+        final, reused = _train_stage(suite, stage, seed, extra, run_dir / f"stage{i}", model_path, name)
+        suite = suite if reused else {**suite, "reuse": False}  # a stage after a retrained one starts anew
         model_path = str(run_dir / f"stage{i}" / "final")
     curve = [json.loads(line) for line in (Path(model_path).parent / "metrics.jsonl").read_text().splitlines()]
     return {"final": final, "curve": curve}
@@ -231,16 +241,41 @@ def _overrides(suite: dict, run: dict, seed: int, extra: dict) -> dict:
             "log.overwrite": True}  # a suite run again replaces its runs (their curves are read back)
 
 
-def _train_stage(suite: dict, stage: dict, seed: int, extra: dict, stage_dir: Path, model_path, name: str) -> dict:
+def _train_stage(suite: dict, stage: dict, seed: int, extra: dict, stage_dir: Path, model_path, name: str):
+    """Train one stage (or with ``--reuse`` keep an earlier identical one): its final metrics, and whether reused."""
     from grouptune.trainer import Trainer
 
     overrides = {**_overrides(suite, stage, seed, extra), "log.output_dir": str(stage_dir)}
     if model_path:
         overrides["model.name_or_path"] = model_path
+    cfg = testbed_config(overrides)
+    earlier = _finished(cfg, stage_dir) if suite.get("reuse") else None
+    if earlier is not None:
+        print(f"[compare] {name}: reused (the same settings, final model verified)", flush=True)
+        return earlier, True
     t0 = time.perf_counter()
-    final = Trainer(testbed_config(overrides)).train()
+    final = Trainer(cfg).train()
     print(f"[compare] {name}: {time.perf_counter() - t0:.0f} s", flush=True)
-    return final
+    return final, False
+
+
+def _finished(cfg: TrainConfig, stage_dir: Path) -> dict | None:
+    """``--reuse``: the final metrics of an earlier run in ``stage_dir`` with exactly these resolved
+    settings (its ``config.yaml``), that ran to the end and whose final model verifies; else None."""
+    from grouptune.config import config_to_yaml
+    from grouptune.manifest import verify
+    from grouptune.methods import resolve_method
+    from grouptune.modeling import resolve_init_from
+
+    written, log = stage_dir / "config.yaml", stage_dir / "metrics.jsonl"
+    if not (written.is_file() and log.is_file() and (stage_dir / "final").is_dir()) or verify(stage_dir / "final"):
+        return None
+    if written.read_text() != config_to_yaml(resolve_init_from(resolve_method(cfg))):
+        return None
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    if not records or records[-1]["batch"] != cfg.optim.total_batches:
+        return None
+    return {k: v for rec in records if rec["batch"] == cfg.optim.total_batches for k, v in rec.items()}
 
 
 def _evaluate_base(suite: dict, run: dict, seed: int, extra: dict) -> dict:
