@@ -20,7 +20,7 @@ import torch
 from grouptune.config import ConfigError
 from grouptune.data import DataError, Example, Problem
 from grouptune.data.loader import VERIFIERS
-from grouptune.metrics import summarize_eval
+from grouptune.metrics import nanmean, summarize_eval
 from grouptune.rewards import compute_rewards, score_name
 from grouptune.rundir import OutputDirError, notice
 
@@ -95,16 +95,10 @@ def evaluate_examples(
         greedy_flags = gather_object(greedy_flags) if greedy else None
         samples = gather_object(samples)
         scores = {name: gather_object(v) for name, v in scores.items()}
-    means = {name: _nanmean(v) for name, v in scores.items()}
+    means = {name: nanmean(torch.tensor(v)) for name, v in scores.items()}  # NaN: a row the function could not judge
     if k == 0:
         return {"n_problems": len(greedy_flags), "greedy": sum(greedy_flags) / max(len(greedy_flags), 1), **means}
     return {**summarize_eval(samples, greedy_flags, k, pass_at), **means}
-
-
-def _nanmean(values: list[float]) -> float:
-    """The mean over the judged rows (NaN = a function that could not judge the row)."""
-    judged = [v for v in values if v == v]
-    return sum(judged) / len(judged) if judged else float("nan")
 
 
 def _sampled_flags(engine, tokenizer, examples, reward_fns, k, temperature, max_new_tokens, seed) -> list[list[bool]]:

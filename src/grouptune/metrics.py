@@ -121,7 +121,7 @@ def rollout_metrics(
     ok = ~torch.isnan(rewards)
     on = on_policy.bool()
     out = {
-        "reward/mean": _nanmean(rewards[on]) if on.any() else _nanmean(rewards),
+        "reward/mean": nanmean(rewards[on]) if on.any() else nanmean(rewards),
         "reward/std": _nanstd(rewards[on & ok]),
         "reward/unjudged_frac": float((~ok).float().mean()),
         "groups/zero_spread_frac": float((~group_has_spread(rewards, group_size)).float().mean()),
@@ -130,13 +130,14 @@ def rollout_metrics(
         "completions/clipped_ratio": float(truncated[on].mean()) if on.any() else 0.0,
     }
     for name, values in reward_parts.items():
-        out[f"reward/{name}/mean"], out[f"reward/{name}/std"] = _nanmean(values), _nanstd(values)
+        out[f"reward/{name}/mean"], out[f"reward/{name}/std"] = nanmean(values), _nanstd(values)
     if adv is not None and (~on).any() and on.any():
         out["adv/off_policy_mean"], out["adv/on_policy_mean"] = float(adv[~on].mean()), float(adv[on].mean())
     return out
 
 
-def _nanmean(t: torch.Tensor) -> float:
+def nanmean(t: torch.Tensor) -> float:
+    """The mean over the non-NaN entries (NaN = unjudged); NaN if there are none."""
     t = t.float()
     ok = ~torch.isnan(t)
     return float(t[ok].mean()) if ok.any() else float("nan")
