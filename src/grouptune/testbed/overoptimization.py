@@ -10,20 +10,14 @@ and plots both curves.
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
+
+from grouptune.testbed.stats import figure, mean_curve, pm
 
 
 def _series(curve: list[dict], key: str) -> list[tuple[int, float]]:
     """``(batch, value)`` of every record that holds ``eval/<key>``."""
     return [(rec["batch"], rec[f"eval/{key}"]) for rec in curve if f"eval/{key}" in rec]
-
-
-def _pm(values: list[float]) -> str:
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
 
 
 def seed_summary(result: dict, proxy: str, gold: str) -> dict:
@@ -41,32 +35,20 @@ def proxy_gold_table(results: dict, proxy: str, gold: str) -> str:
     lines = [head, "|---|---|---|---|---|---|"]
     for label, seeds in results.items():
         rows = [seed_summary(r, proxy, gold) for r in seeds.values()]
-        cells = [_pm([r[k] for r in rows]) for k in ("proxy", "gold", "peak")]
+        cells = [pm([r[k] for r in rows]) for k in ("proxy", "gold", "peak")]
         batches = ", ".join(str(r["peak_batch"]) for r in rows)
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {batches} | {_pm([r['drop'] for r in rows])} |")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {batches} | {pm([r['drop'] for r in rows])} |")
     return "\n".join(lines)
 
 
 def plot_proxy_gold(results: dict, proxy: str, gold: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for ax, key, title in ((axes[0], proxy, f"proxy: {proxy}"), (axes[1], gold, f"gold: {gold}")):
-        for label, seeds in results.items():
-            by_batch: dict[int, list[float]] = {}
-            for r in seeds.values():
-                for b, v in _series(r["curve"], key):
-                    by_batch.setdefault(b, []).append(v)
-            if by_batch:
-                xs = sorted(by_batch)
-                ax.plot(xs, [statistics.fmean(by_batch[x]) for x in xs], label=label)
-        ax.set_title(f"{title} (held-out, mean over seeds)")
-        ax.set_xlabel("rollout batch")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, 1, 2, (11, 3.8)) as (_, axes):
+        for ax, key, title in ((axes[0], proxy, f"proxy: {proxy}"), (axes[1], gold, f"gold: {gold}")):
+            for label, seeds in results.items():
+                xs, ys = mean_curve(seeds.values(), f"eval/{key}")
+                if xs:
+                    ax.plot(xs, ys, label=label)
+            ax.set_title(f"{title} (held-out, mean over seeds)")
+            ax.set_xlabel("rollout batch")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)

@@ -25,6 +25,7 @@ algorithms; the same arguments give bit-identical weights.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -40,8 +41,25 @@ from grouptune.testbed import arithmetic
 from grouptune.testbed.tokenizer import build_tokenizer
 
 
-def _f(default, help: str):
+def help_field(default, help: str):
+    """A dataclass field with its help text (the ``--help`` of the testbed's scripts)."""
     return field(default=default, metadata={"help": help})
+
+
+_f = help_field
+
+
+@contextlib.contextmanager
+def deterministic(threads: int):
+    """Run with ``threads`` torch CPU threads and deterministic algorithms, then restore the caller's."""
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1])
 
 
 @dataclass
@@ -159,14 +177,8 @@ def pretrain(cfg: PretrainConfig, exclude: set[str] = frozenset(), verbose: bool
     Runs with ``cfg.threads`` threads and deterministic algorithms, then restores the
     caller's settings.
     """
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic(cfg.threads):
         return _pretrain(cfg, exclude, verbose)
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
 
 
 def _pretrain(cfg: PretrainConfig, exclude: set[str], verbose: bool):

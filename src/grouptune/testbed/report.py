@@ -7,11 +7,11 @@ mean ± standard deviation over seeds.
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 from grouptune.testbed.overoptimization import plot_proxy_gold, proxy_gold_table
 from grouptune.testbed.paths import EVAL_SPLITS
+from grouptune.testbed.stats import figure, mean_curve, mean_std, pm
 from grouptune.testbed.sweep import sweep_table
 
 CURVES = [
@@ -20,14 +20,6 @@ CURVES = [
     ("entropy", "entropy"),
     ("grad_norm", "grad norm (before clipping)"),
 ]
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and standard deviation over seeds; NaN values (a metric a run did not log) are left out."""
-    vals = [v for v in values if v == v]
-    if not vals:
-        return float("nan"), float("nan")
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
 def _final_eval(final: dict, split: str, key: str) -> float:
@@ -69,32 +61,24 @@ def pass_at_table(results: dict) -> str:
     head = "| method | " + " | ".join(f"{s} {k}" for s in EVAL_SPLITS for k in keys) + " |"
     lines = [head, "|" + "---|" * (1 + len(keys) * len(EVAL_SPLITS))]
     for label, seeds in results.items():
-        cells = [_pm([_final_eval(r["final"], s, k) for r in seeds.values()]) for s in EVAL_SPLITS for k in keys]
+        cells = [pm([_final_eval(r["final"], s, k) for r in seeds.values()]) for s in EVAL_SPLITS for k in keys]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def plot_pass_at(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ks = _pass_ks(results)
-    fig, axes = plt.subplots(1, len(EVAL_SPLITS), figsize=(5.5 * len(EVAL_SPLITS), 3.8))
-    for ax, split in zip(axes, EVAL_SPLITS):
-        for label, seeds in results.items():
-            means = [mean_std([_final_eval(r["final"], split, f"pass@{k}") for r in seeds.values()])[0] for k in ks]
-            ax.plot(ks, means, marker="o", label=label)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ks, [str(k) for k in ks])
-        ax.set_title(f"{split}: pass@k")
-        ax.set_xlabel("k")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, 1, len(EVAL_SPLITS), (5.5 * len(EVAL_SPLITS), 3.8)) as (_, axes):
+        for ax, split in zip(axes, EVAL_SPLITS):
+            for label, seeds in results.items():
+                means = [mean_std([_final_eval(r["final"], split, f"pass@{k}") for r in seeds.values()])[0] for k in ks]
+                ax.plot(ks, means, marker="o", label=label)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ks, [str(k) for k in ks])
+            ax.set_title(f"{split}: pass@k")
+            ax.set_xlabel("k")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
 
 
 def convergence_table(results: dict, target: float) -> str:
@@ -119,48 +103,25 @@ def convergence_table(results: dict, target: float) -> str:
                 gaps.append(train[-1] - r["final"][avg_key])
         m_reach = f"{mean_std(reach)[0]:.1f}" if reach else "not reached"
         lines.append(
-            f"| {label} | {m_reach} ({len(reach)}/{len(seeds)}) | {_pm(rewards)} | {_pm(held)} | {_pm(gaps)} |"
+            f"| {label} | {m_reach} ({len(reach)}/{len(seeds)}) | {pm(rewards)} | {pm(held)} | {pm(gaps)} |"
         )
     return "\n".join(lines)
 
 
-def _pm(values: list[float]) -> str:
-    m, sd = mean_std(values)
-    return f"{m:.3f} ± {sd:.3f}"
-
-
 def plot_curves(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    for ax, (key, title) in zip(axes.flat, CURVES):
-        for label, seeds in results.items():
-            series: dict[int, list[float]] = {}
-            for r in seeds.values():
-                for rec in r["curve"]:
-                    if key in rec and rec[key] == rec[key]:
-                        series.setdefault(rec["batch"], []).append(rec[key])
-            if series:
-                xs = sorted(series)
-                ax.plot(
-                    xs,
-                    [mean_std(series[x])[0] for x in xs],
-                    marker="." if len(xs) < 30 else None,
-                    label=label,
-                )
-        ax.set_title(title)
-        if key == "grad_norm" and any(v > 0 for line in ax.lines for v in line.get_ydata()):
-            ax.set_yscale("log")  # GIFT's degenerate first steps reach ~1/eps before clipping
-        ax.set_xlabel("rollout batch")
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle("mean over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, 2, 2, (11, 7)) as (fig, axes):
+        for ax, (key, title) in zip(axes, CURVES):
+            for label, seeds in results.items():
+                xs, ys = mean_curve(seeds.values(), key)
+                if xs:
+                    ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label)
+            ax.set_title(title)
+            if key == "grad_norm" and any(v > 0 for line in ax.lines for v in line.get_ydata()):
+                ax.set_yscale("log")  # GIFT's degenerate first steps reach ~1/eps before clipping
+            ax.set_xlabel("rollout batch")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle("mean over seeds")
 
 
 def write_report(suite: dict, results: dict, out: Path, sweeps: dict | None = None) -> None:

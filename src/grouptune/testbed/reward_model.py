@@ -33,7 +33,7 @@ import json
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,14 +41,14 @@ from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from grouptune.testbed import arithmetic, check
 from grouptune.testbed.paths import base_model_path, data_path
+from grouptune.testbed.pretrain import deterministic, help_field
 from grouptune.testbed.tokenizer import build_tokenizer
 
 CONFIG_FILE = "reward_config.json"
 CARD_FILE = "MODEL_CARD.md"
 
 
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
+_f = help_field
 
 
 @dataclass
@@ -184,14 +184,8 @@ def train_reward_model(cfg: RewardModelConfig, verbose: bool = True):
     Runs with ``cfg.threads`` threads and deterministic algorithms, then restores the
     caller's settings.
     """
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic(cfg.threads):
         return _train(cfg, verbose)
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,51 @@
+"""Numbers and figures of the ``grouptune compare`` reports: mean ± std over seeds, per-batch
+mean curves, and the one way every report figure is drawn and saved."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and standard deviation over seeds; NaN values (a metric a run did not log) are left out."""
+    vals = [v for v in values if v == v]
+    if not vals:
+        return float("nan"), float("nan")
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def pm(values: Iterable[float]) -> str:
+    """``mean ± std`` to three decimals, ``-`` when there is no value."""
+    m, sd = mean_std(values)
+    return "-" if m != m else f"{m:.3f} ± {sd:.3f}"
+
+
+def mean_curve(runs: Iterable[dict], key: str) -> tuple[list[int], list[float]]:
+    """``(batches, means)``: the mean over ``runs`` of the ``key`` each logged at each rollout batch."""
+    by_batch: dict[int, list[float]] = {}
+    for run in runs:
+        for rec in run["curve"]:
+            if key in rec and rec[key] == rec[key]:
+                by_batch.setdefault(rec["batch"], []).append(rec[key])
+    xs = sorted(by_batch)
+    return xs, [statistics.fmean(by_batch[x]) for x in xs]
+
+
+@contextlib.contextmanager
+def figure(path: Path, rows: int, cols: int, size: tuple[float, float]) -> Iterator:
+    """A ``rows`` x ``cols`` grid of matplotlib axes (a flat list) saved to ``path`` on exit."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: reports are files
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False)
+    try:
+        yield fig, list(axes.flat)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
