@@ -15,7 +15,7 @@ from grouptune.testbed.stats import figure, mean_curve, mean_std, pm
 from grouptune.testbed.sweep import sweep_table
 
 CURVES = [
-    ("reward/mean", "training reward (rollouts; SFT, DFT: data-set members)"),
+    ("reward/mean", "training reward (rollouts; methods without: their data-set members)"),
     ("eval/test/greedy", "held-out accuracy (greedy)"),
     ("entropy", "entropy"),
     ("grad_norm", "grad norm (before clipping)"),
@@ -115,7 +115,8 @@ def plot_curves(results: dict, path: Path) -> None:
                 xs, ys = mean_curve(seeds.values(), key)
                 if xs:
                     ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label)
-            ax.set_title(title)
+            single = ax.lines and all(len(line.get_xdata()) == 1 for line in ax.lines)
+            ax.set_title(f"{title}, after the last batch only" if single else title)
             if key == "grad_norm" and any(v > 0 for line in ax.lines for v in line.get_ydata()):
                 ax.set_yscale("log")  # GIFT's degenerate first steps reach ~1/eps before clipping
             ax.set_xlabel("rollout batch")
