@@ -36,7 +36,8 @@ def mean_curve(runs: Iterable[dict], key: str) -> tuple[list[int], list[float]]:
 
 @contextlib.contextmanager
 def figure(path: Path, rows: int, cols: int, size: tuple[float, float]) -> Iterator:
-    """A ``rows`` x ``cols`` grid of matplotlib axes (a flat list) saved to ``path`` on exit."""
+    """Yields ``(fig, axes)``: a ``rows`` x ``cols`` grid of matplotlib axes as a flat list; the
+    figure is saved to ``path`` on a normal exit and closed in any case."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: reports are files
