@@ -178,9 +178,10 @@ def compare(suite: dict, seeds: list[int], out: Path, extra: dict, *, with_sweep
     papers' "Base" row). A suite or run with a ``sweep`` is tuned on a validation split
     (``grouptune.testbed.sweep``).
     """
-    from grouptune.config import ConfigError
     from grouptune.testbed import sweep as sw
+    from grouptune.testbed.suite_check import check_suite
 
+    check_suite(suite, seeds, lambda stage, values, seed: _checked(suite, {**stage, **values}, seed, extra, out))
     if any(run.get("sweep", suite.get("sweep")) for run in suite["runs"]):
         train = testbed_config({**suite.get("common", {}), **extra}).data.train
         held = sw.split_validation(train, suite.get("validation", sw.DEFAULT_VALIDATION), out / "data")
@@ -189,8 +190,6 @@ def compare(suite: dict, seeds: list[int], out: Path, extra: dict, *, with_sweep
     results, sweeps = {}, {}
     for run in suite["runs"]:
         label, settings = run["label"], sw.grid(run.get("sweep", suite.get("sweep", {})))
-        if len(settings) > 1 and "stages" in run:
-            raise ConfigError(f"compare: run {label!r} has stages; a sweep tunes single-stage runs only")
         if run.get("evaluate_only") or len(settings) == 1:
             chosen, done = (settings[0] if not run.get("evaluate_only") else {}), {}
         else:
@@ -201,6 +200,18 @@ def compare(suite: dict, seeds: list[int], out: Path, extra: dict, *, with_sweep
         results[label] = {seed: done.get(seed) or _run_seed(suite, {**run, **chosen}, seed, extra, _run_dir(out, label, chosen, seed))
                           for seed in seeds}  # fmt: skip
     return (results, sweeps) if with_sweeps else results
+
+
+def _checked(suite: dict, stage: dict, seed: int, extra: dict, out: Path) -> TrainConfig:
+    """One stage's settings resolved and checked as the trainer will (nothing loads)."""
+    from grouptune.methods import resolve_method
+    from grouptune.modeling import resolve_init_from
+    from grouptune.preflight import check_run
+
+    cfg = testbed_config({**_overrides(suite, stage, seed, extra), "log.output_dir": str(out / "runs")})
+    cfg = resolve_init_from(resolve_method(cfg))
+    check_run(cfg)
+    return cfg
 
 
 def _run_dir(out: Path, label: str, values: dict, seed: int) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from grouptune.testbed.overoptimization import plot_proxy_gold, proxy_gold_table
 from grouptune.testbed.paths import EVAL_SPLITS
-from grouptune.testbed.stats import figure, mean_curve, mean_std, pm
+from grouptune.testbed.stats import figure, mean_curve, mean_std, paired, pm
 from grouptune.testbed.sweep import sweep_table
 
 CURVES = [
@@ -62,6 +62,21 @@ def pass_at_table(results: dict) -> str:
     lines = [head, "|" + "---|" * (1 + len(keys) * len(EVAL_SPLITS))]
     for label, seeds in results.items():
         cells = [pm([_final_eval(r["final"], s, k) for r in seeds.values()]) for s in EVAL_SPLITS for k in keys]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(results: dict, reference: str) -> str:
+    """Every run against ``reference`` seed by seed: greedy accuracy minus the reference's on each
+    split (mean ± standard error of the per-seed differences) and the seeds where it is higher or lower."""
+    head = "| method | " + " | ".join(f"{s} greedy − {reference} | seeds above / below" for s in EVAL_SPLITS) + " |"
+    lines = [head, "|" + "---|" * (1 + 2 * len(EVAL_SPLITS))]
+    for label in (x for x in results if x != reference):
+        cells = []
+        for split in EVAL_SPLITS:
+            greedy = [{s: _final_eval(r["final"], split, "greedy") for s, r in results[x].items()} for x in (label, reference)]
+            m, se, above, below, n = paired(*greedy)
+            cells += [f"{m:+.3f} ± {se:.3f}", f"{above} / {below} of {n}"] if n else ["-", "-"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -141,6 +156,11 @@ def write_report(suite: dict, results: dict, out: Path, sweeps: dict | None = No
     if sweeps:
         select = next(iter(sweeps.values()))["select"]
         parts += ["## Sweep (validation split)\n", sweep_table(sweeps, select) + "\n"]
+    if suite.get("reference") in results:
+        parts += [f"## Paired with {suite['reference']}\n",
+                  "Each seed's greedy accuracy minus the reference's at the same seed (same data order and "
+                  "evaluation samples), mean ± standard error over the seeds.\n",
+                  paired_table(results, suite["reference"]) + "\n"]  # fmt: skip
     if "overoptimization" in suite:
         keys = suite["overoptimization"]
         plot_proxy_gold(results, keys["proxy"], keys["gold"], out / "proxy_gold.png")

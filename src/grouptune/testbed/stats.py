@@ -4,6 +4,7 @@ mean curves, and the one way every report figure is drawn and saved."""
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,6 +22,18 @@ def pm(values: Iterable[float]) -> str:
     """``mean ± std`` to three decimals, ``-`` when there is no value."""
     m, sd = mean_std(values)
     return "-" if m != m else f"{m:.3f} ± {sd:.3f}"
+
+
+def paired(a: dict, b: dict) -> tuple[float, float, int, int, int]:
+    """``a`` against ``b`` seed by seed (both ``{seed: value}``): the mean of ``a - b`` over the
+    seeds both have (NaN left out), its standard error, the seeds where ``a > b``, where ``a < b``,
+    and the number of seeds.
+    Pairing removes what a seed does to both (its data order, its samples), so a difference smaller
+    than the spread over seeds can still be told from noise."""
+    diffs = [a[s] - b[s] for s in a if s in b and a[s] == a[s] and b[s] == b[s]]
+    m, sd = mean_std(diffs)
+    se = sd / math.sqrt(len(diffs)) if diffs else float("nan")
+    return m, se, sum(d > 0 for d in diffs), sum(d < 0 for d in diffs), len(diffs)
 
 
 def mean_curve(runs: Iterable[dict], key: str) -> tuple[list[int], list[float]]:
