@@ -31,9 +31,10 @@ RUN_KEYS = ("label", "evaluate_only", "stages", "sweep")
 
 
 def check_suite(suite: dict, seeds: list[int], build: Callable[[dict, dict, int], object]) -> None:
-    """Raise a ``ConfigError`` for the first problem of ``suite``. ``build(run, values, seed)``
-    returns the resolved settings of one stage of a run at one sweep value (it raises on a bad
-    setting); it is called for every stage of every run at every value the sweep will train."""
+    """Raise a ``ConfigError`` for the first problem of ``suite``. ``build(stage, values, seed)``
+    resolves and checks the settings of one stage (a single-stage run is its own stage) at one
+    sweep value, raising on a bad setting; it is called for every stage of every run at every
+    value the sweep will train, with the first seed."""
     name = suite.get("name", "<unnamed>")
     try:
         labels = _check_keys(suite, seeds)
