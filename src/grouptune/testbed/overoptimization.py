@@ -12,18 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grouptune.testbed.stats import figure, mean_curve, pm
-
-
-def _series(curve: list[dict], key: str) -> list[tuple[int, float]]:
-    """``(batch, value)`` of every record that holds ``eval/<key>``."""
-    return [(rec["batch"], rec[f"eval/{key}"]) for rec in curve if f"eval/{key}" in rec]
+from grouptune.testbed.stats import figure, mean_curve, pm, series
 
 
 def seed_summary(result: dict, proxy: str, gold: str) -> dict:
     """One seed's final proxy and gold, the peak gold, the batch of the peak and the drop from it.
     A run without a curve (the base model) has only its final values: its peak is its final."""
-    golds = _series(result["curve"], gold) or [(0, result["final"][f"eval/{gold}"])]
+    golds = series(result["curve"], f"eval/{gold}") or [(0, result["final"][f"eval/{gold}"])]
     peak_batch, peak = max(golds, key=lambda bv: bv[1])  # the first batch reaching the peak
     final_gold = result["final"][f"eval/{gold}"]
     return {"proxy": result["final"].get(f"eval/{proxy}", float("nan")), "gold": final_gold,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from grouptune.testbed.overoptimization import plot_proxy_gold, proxy_gold_table
 from grouptune.testbed.paths import EVAL_SPLITS
-from grouptune.testbed.stats import figure, mean_curve, mean_std, paired, pm
+from grouptune.testbed.stats import figure, mean_curve, mean_std, paired, pm, series
 from grouptune.testbed.sweep import sweep_table
 
 CURVES = [
@@ -106,11 +106,10 @@ def convergence_table(results: dict, target: float) -> str:
     for label, seeds in results.items():
         reach, rewards, held, gaps = [], [], [], []
         for r in seeds.values():
-            evals = [(rec["batch"], rec[k]) for rec in r["curve"] for k in rec if k == "eval/test/greedy"]
-            hit = next((b for b, acc in evals if acc >= target), None)
+            hit = next((b for b, acc in series(r["curve"], "eval/test/greedy") if acc >= target), None)
             if hit is not None:
                 reach.append(hit)
-            train = [rec["reward/mean"] for rec in r["curve"] if "reward/mean" in rec]
+            train = [v for _, v in series(r["curve"], "reward/mean")]
             avg_key = next((k for k in r["final"] if k.startswith("eval/test/avg@")), None)
             if train and avg_key:
                 rewards.append(train[-1])

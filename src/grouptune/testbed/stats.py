@@ -1,5 +1,6 @@
-"""Numbers and figures of the ``grouptune compare`` reports: mean ± std over seeds, per-batch
-mean curves, and the one way every report figure is drawn and saved."""
+"""Numbers and figures of the ``grouptune compare`` reports: mean ± std over seeds, paired
+differences, a run's series of one metric and per-batch mean curves, and the one way every
+report figure is drawn and saved."""
 
 from __future__ import annotations
 
@@ -36,13 +37,19 @@ def paired(a: dict, b: dict) -> tuple[float, float, int, int, int]:
     return m, se, sum(d > 0 for d in diffs), sum(d < 0 for d in diffs), len(diffs)
 
 
+def series(curve: list[dict], key: str) -> list[tuple[int, float]]:
+    """``(batch, value)`` of every record of a run's curve (its ``metrics.jsonl``) that holds ``key``."""
+    return [(rec["batch"], rec[key]) for rec in curve if key in rec]
+
+
 def mean_curve(runs: Iterable[dict], key: str) -> tuple[list[int], list[float]]:
-    """``(batches, means)``: the mean over ``runs`` of the ``key`` each logged at each rollout batch."""
+    """``(batches, means)``: the mean over ``runs`` of the ``key`` each logged at each rollout batch
+    (NaN left out)."""
     by_batch: dict[int, list[float]] = {}
     for run in runs:
-        for rec in run["curve"]:
-            if key in rec and rec[key] == rec[key]:
-                by_batch.setdefault(rec["batch"], []).append(rec[key])
+        for batch, value in series(run["curve"], key):
+            if value == value:
+                by_batch.setdefault(batch, []).append(value)
     xs = sorted(by_batch)
     return xs, [statistics.fmean(by_batch[x]) for x in xs]
 
