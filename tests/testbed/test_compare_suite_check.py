@@ -51,6 +51,7 @@ def test_the_last_runs_typo_stops_the_suite_before_the_first_run_trains(tmp_path
 @pytest.mark.parametrize("name", sorted(p.stem.removeprefix("compare_") for p in commands.CONFIGS.glob("compare_*.yaml")))
 def test_every_shipped_suite_passes_the_check(name, tmp_path):
     from grouptune.testbed.suite_check import check_suite
+    from grouptune.testbed.sweep import grid
 
     suite = commands.load_suite(name)
     built = []
@@ -60,6 +61,7 @@ def test_every_shipped_suite_passes_the_check(name, tmp_path):
         return commands._checked(suite, {**stage, **values}, seed, {}, tmp_path)
 
     check_suite(suite, suite["seeds"], build)
-    stages = sum(len(run.get("stages", [run])) for run in suite["runs"])
-    assert len(built) >= stages  # every stage built, each sweep value too
+    values = {run["label"]: 1 if run.get("evaluate_only") else len(grid(run.get("sweep", suite.get("sweep", {}))))
+              for run in suite["runs"]}  # fmt: skip
+    assert len(built) == sum(len(run.get("stages", [run])) * values[run["label"]] for run in suite["runs"])
     assert suite.get("reference") in [run["label"] for run in suite["runs"]]
